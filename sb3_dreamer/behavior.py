@@ -1,0 +1,286 @@
+"""Learning behaviour in imagination: actor, critic, λ-returns and return normalisation.
+
+Shapes: ``H`` imagination horizon, ``N`` start states (all ``T*B`` posterior states of a batch),
+``F`` feature width, ``A`` width of the model's action encoding.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from sb3_dreamer.distributions import (
+    categorical_entropy,
+    gaussian_entropy,
+    gaussian_log_prob,
+    mode_one_hot,
+    sample_one_hot,
+    symlog_bins,
+    two_hot_symlog_loss,
+    two_hot_symlog_mean,
+)
+from sb3_dreamer.networks import MLP
+from sb3_dreamer.presets import DreamerConfig
+from sb3_dreamer.world_model import RSSMState, WorldModel
+
+
+class ActionSpec(NamedTuple):
+    """The action structure the actor must produce, free of any gym type.
+
+    Discrete actions are ``heads`` categoricals of up to ``classes`` classes each (Discrete: one
+    head; MultiDiscrete: one per dimension; MultiBinary: one 2-class head per bit), encoded as
+    concatenated one-hots of width ``heads * classes``; ``valid_classes[i]`` masks the classes of
+    head ``i`` that exist. Continuous actions are ``dim`` values in ``[-1, 1]``.
+    """
+
+    discrete: bool
+    heads: int
+    classes: int
+    valid_classes: tuple[int, ...]
+    dim: int
+
+    @property
+    def encoding_size(self) -> int:
+        """Width of the action vector seen by the world model."""
+        return self.heads * self.classes if self.discrete else self.dim
+
+
+class Actor(nn.Module):
+    """Policy network with a plain-tensor distribution.
+
+    Discrete: one categorical per head with ``unimix`` uniform mixing. Continuous: a Gaussian with
+    ``tanh`` mean and std ``(max - min) * sigmoid(s + 2) + min``. ``forward`` returns the raw
+    distribution parameters ``(..., P)``; the other methods interpret them.
+    """
+
+    def __init__(self, feature_size: int, spec: ActionSpec, config: DreamerConfig) -> None:
+        super().__init__()
+        self.spec = spec
+        self.unimix = config.actor_unimix
+        self.min_std, self.max_std = config.actor_min_std, config.actor_max_std
+        out = spec.heads * spec.classes if spec.discrete else 2 * spec.dim
+        self.net = MLP(feature_size, config.units, config.layers, out)
+        if spec.discrete:
+            mask = torch.zeros(spec.heads, spec.classes, dtype=torch.bool)
+            for head, valid in enumerate(spec.valid_classes):
+                mask[head, :valid] = True
+            self.register_buffer("class_mask", mask, persistent=False)
+            counts = torch.tensor(spec.valid_classes, dtype=torch.float32).unsqueeze(-1)
+            self.register_buffer("uniform_probs", mask.float() / counts, persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+    def _log_probs(self, params: torch.Tensor) -> torch.Tensor:
+        # (..., heads*classes) -> (..., heads, classes) with invalid classes at probability 0
+        logits = params.float().unflatten(-1, (self.spec.heads, self.spec.classes))
+        logits = logits.masked_fill(~self.class_mask, -1e9)
+        probs = torch.softmax(logits, dim=-1)
+        if self.unimix > 0.0:
+            probs = (1.0 - self.unimix) * probs + self.unimix * self.uniform_probs
+        return torch.log(probs.clamp(min=1e-30))
+
+    def _mean_std(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = params.float().chunk(2, dim=-1)
+        std = (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
+        return torch.tanh(mean), std
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        """Reparameterised (continuous) or one-hot (discrete) sample: ``(..., P) -> (..., A)``."""
+        if self.spec.discrete:
+            return sample_one_hot(self._log_probs(params)).flatten(-2)
+        mean, std = self._mean_std(params)
+        return mean + std * torch.randn_like(std)
+
+    def mode(self, params: torch.Tensor) -> torch.Tensor:
+        """Most likely action: ``(..., P) -> (..., A)``."""
+        if self.spec.discrete:
+            return mode_one_hot(self._log_probs(params)).flatten(-2)
+        return self._mean_std(params)[0]
+
+    def log_prob(self, params: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Log-likelihood of an encoded action, summed over heads/dims: ``(...)``."""
+        if self.spec.discrete:
+            one_hot = action.unflatten(-1, (self.spec.heads, self.spec.classes))
+            return (one_hot * self._log_probs(params)).sum((-2, -1))
+        mean, std = self._mean_std(params)
+        return gaussian_log_prob(action, mean, std)
+
+    def entropy(self, params: torch.Tensor) -> torch.Tensor:
+        """Entropy in nats, summed over heads/dims: ``(...)``."""
+        if self.spec.discrete:
+            return categorical_entropy(self._log_probs(params)).sum(-1)
+        return gaussian_entropy(self._mean_std(params)[1])
+
+
+def lambda_returns(
+    rewards: torch.Tensor, discounts: torch.Tensor, values: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """TD(λ) returns bootstrapped from the last value.
+
+    ``R_H = v_H``; ``R_t = r_t + d_t * ((1 - λ) v_{t+1} + λ R_{t+1})``.
+
+    :param rewards: ``(H, N)`` reward received on entering state ``t + 1``
+    :param discounts: ``(H, N)`` ``γ * continue_{t+1}``
+    :param values: ``(H + 1, N)`` critic values of states ``0..H``
+    :return: ``(H, N)`` returns of states ``0..H-1``
+    """
+    interim = rewards + discounts * values[1:] * (1.0 - lam)
+    returns = []
+    last = values[-1]
+    for t in reversed(range(rewards.shape[0])):
+        last = interim[t] + discounts[t] * lam * last
+        returns.append(last)
+    return torch.stack(returns[::-1])
+
+
+class ReturnNormalizer(nn.Module):
+    """EMA of the 5th and 95th return percentiles; scale ``max(limit, high - low)``.
+
+    The statistics are buffers, so ``save``/``load`` keep them.
+    """
+
+    def __init__(self, decay: float, low_percentile: float, high_percentile: float, limit: float) -> None:
+        super().__init__()
+        self.decay, self.limit = decay, limit
+        self.register_buffer("quantiles", torch.tensor([low_percentile / 100.0, high_percentile / 100.0]))
+        self.register_buffer("low", torch.zeros(()))
+        self.register_buffer("high", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, returns: torch.Tensor) -> torch.Tensor:
+        """Update the EMA from a batch of returns and return the current scale ``()``."""
+        low, high = torch.quantile(returns.detach().flatten().float(), self.quantiles)
+        self.low.mul_(self.decay).add_((1.0 - self.decay) * low)
+        self.high.mul_(self.decay).add_((1.0 - self.decay) * high)
+        return self.scale()
+
+    def scale(self) -> torch.Tensor:
+        return (self.high - self.low).clamp(min=self.limit)
+
+
+class Imagination(NamedTuple):
+    """A batch of imagined trajectories; index 0 is the start state."""
+
+    features: torch.Tensor  # (H + 1, N, F)
+    actions: torch.Tensor  # (H + 1, N, A), action taken in state t (zeros at t = H)
+
+
+def imagine(
+    world_model: WorldModel, actor: Actor, start: RSSMState, horizon: int, grad: bool
+) -> Imagination:
+    """Roll the RSSM prior forward ``horizon`` steps from every start state with the actor.
+
+    With ``grad=False`` nothing is recorded for autograd (Reinforce actors). With ``grad=True``
+    gradients flow from the features into the actor's parameters through the dynamics
+    (backprop actors); freeze the world model's parameters first to skip their weight gradients.
+    """
+    with torch.set_grad_enabled(grad):
+        state = start
+        features = [state.features()]
+        actions = []
+        for _ in range(horizon):
+            action = actor.sample(actor(features[-1]))
+            actions.append(action)
+            state = world_model.rssm.img_step(state, action)
+            features.append(state.features())
+        actions.append(torch.zeros_like(actions[-1]))
+        return Imagination(torch.stack(features), torch.stack(actions))
+
+
+class ActorOutput(NamedTuple):
+    """Actor loss plus what the critic update reuses from the same imagined batch."""
+
+    loss: torch.Tensor  # ()
+    features: torch.Tensor  # (H, N, F) detached features of states 0..H-1
+    returns: torch.Tensor  # (H, N) detached λ-returns
+    weights: torch.Tensor  # (H, N) cumulative predicted discount
+    metrics: dict[str, torch.Tensor]
+
+
+class ActorCritic(nn.Module):
+    """Actor, two-hot critic, its slow EMA copy and the return normaliser (DreamerV3)."""
+
+    def __init__(self, feature_size: int, spec: ActionSpec, config: DreamerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+        self.actor = Actor(feature_size, spec, config)
+        self.critic = MLP(feature_size, config.units, config.layers, config.reward_bins, out_scale=0.0)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.return_normalizer = ReturnNormalizer(
+            config.return_norm_decay, config.return_norm_low, config.return_norm_high, config.return_norm_limit
+        )
+        self.register_buffer("value_bins", symlog_bins(config.reward_bins), persistent=False)
+
+    @property
+    def uses_backprop(self) -> bool:
+        grad = self.config.actor_grad_discrete if self.spec.discrete else self.config.actor_grad_continuous
+        return grad == "backprop"
+
+    def value(self, features: torch.Tensor, slow: bool = False) -> torch.Tensor:
+        """Critic mean: ``(..., F) -> (...)``."""
+        net = self.slow_critic if slow else self.critic
+        return two_hot_symlog_mean(net(features), self.value_bins)
+
+    def actor_loss(self, world_model: WorldModel, start: RSSMState, start_continue: torch.Tensor) -> ActorOutput:
+        """Imagine from ``start`` (``N`` states) and compute the actor loss.
+
+        Call it with the world model's and the critic's parameters frozen
+        (:meth:`sb3_dreamer.policies.DreamerPolicy.frozen`): backprop actors send gradients
+        through them into the imagined states, not into their weights.
+        """
+        cfg = self.config
+        backprop = self.uses_backprop
+        trajectory = imagine(world_model, self.actor, start, cfg.horizon, grad=backprop)
+        features = trajectory.features  # (H + 1, N, F)
+        with torch.set_grad_enabled(backprop):
+            rewards = world_model.reward(features[1:])  # (H, N)
+            values = self.value(features)  # (H + 1, N)
+        with torch.no_grad():
+            continues = torch.cat([start_continue[None], world_model.continue_mode(features[1:])])
+            weights = torch.cumprod(cfg.gamma * continues, 0) / cfg.gamma  # (H + 1, N)
+        returns = lambda_returns(rewards, cfg.gamma * continues[1:], values, cfg.return_lambda)  # (H, N)
+        scale = self.return_normalizer.update(returns)
+        advantages = (returns - values[:-1]) / scale  # (H, N)
+
+        params = self.actor(features[:-1].detach())  # (H, N, P)
+        entropy = self.actor.entropy(params)
+        if backprop:
+            objective = advantages
+        else:
+            log_prob = self.actor.log_prob(params, trajectory.actions[:-1].detach())
+            objective = log_prob * advantages.detach()
+        loss = (-(objective + cfg.ent_coef * entropy) * weights[:-1]).mean()
+        metrics = {
+            "actor_loss": loss.detach(),
+            "entropy": entropy.detach().mean(),
+            "imagined_return": returns.detach().mean(),
+            "imagined_reward": rewards.detach().mean(),
+            "return_scale": scale.detach(),
+        }
+        return ActorOutput(loss, features[:-1].detach(), returns.detach(), weights[:-1], metrics)
+
+    def critic_loss(self, features: torch.Tensor, returns: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Two-hot regression of the λ-returns plus a regulariser toward the slow critic.
+
+        :param features: ``(H, N, F)`` detached imagined features
+        :param returns: ``(H, N)`` λ-return targets
+        :param weights: ``(H, N)`` cumulative predicted discount
+        """
+        logits = self.critic(features)
+        with torch.no_grad():
+            slow_target = self.value(features, slow=True)
+        loss = two_hot_symlog_loss(logits, returns, self.value_bins)
+        loss = loss + self.config.slow_reg_scale * two_hot_symlog_loss(logits, slow_target, self.value_bins)
+        return (loss * weights).mean()
+
+    @torch.no_grad()
+    def update_slow_critic(self) -> None:
+        """EMA step of the slow critic toward the critic."""
+        mix = 1.0 - self.config.slow_critic_decay
+        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+            slow.lerp_(fast, mix)

@@ -1,0 +1,135 @@
+"""Plain-tensor distribution maths used by the world model and the actor-critic.
+
+Functions that turn network outputs into probabilities or losses compute in float32 whatever the
+input dtype, so that bfloat16 autocast (see :mod:`sb3_dreamer.precision`) only affects matmuls.
+
+Everything here works on raw tensors instead of ``torch.distributions`` objects: the functions are
+called inside the RSSM observe loop (T steps) and the imagination loop (H steps), where object
+construction, argument validation and broadcasting checks would dominate the cost.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """Symmetric log squashing ``sign(x) * log(1 + |x|)``."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`symlog`: ``sign(x) * (exp(|x|) - 1)``."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def symlog_bins(num_bins: int = 255, low: float = -20.0, high: float = 20.0) -> torch.Tensor:
+    """Equally spaced bin centres in symlog space, as used by DreamerV3's two-hot heads."""
+    if num_bins < 2:
+        raise ValueError(f"num_bins must be >= 2, got {num_bins}")
+    return torch.linspace(low, high, num_bins)
+
+
+def _bracket(x: torch.Tensor, bins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices of the two bins around ``x`` and the weight of the upper one (``x`` clipped to the range)."""
+    x = x.clamp(bins[0], bins[-1])
+    above = torch.searchsorted(bins, x.detach().contiguous(), right=True).clamp(1, bins.numel() - 1)
+    below = above - 1
+    low, high = bins[below], bins[above]
+    weight_above = ((x - low) / (high - low)).clamp(0.0, 1.0)
+    return below, above, weight_above
+
+
+def two_hot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Two-hot encoding of ``x`` (already in bin space) over sorted ``bins``.
+
+    The two bins that bracket ``x`` get weights proportional to their closeness, so that the
+    weighted sum of the bins equals ``x`` exactly inside the bin range; values outside are clipped.
+
+    :param x: values, any shape ``(...)``
+    :param bins: sorted bin centres ``(K,)``
+    :return: weights ``(..., K)`` that sum to one
+    """
+    below, above, weight_above = _bracket(x, bins)
+    weights = torch.zeros(*x.shape, bins.numel(), dtype=weight_above.dtype, device=x.device)
+    weights.scatter_add_(-1, below.unsqueeze(-1), (1.0 - weight_above).unsqueeze(-1))
+    weights.scatter_add_(-1, above.unsqueeze(-1), weight_above.unsqueeze(-1))
+    return weights
+
+
+def two_hot_symlog_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of ``symlog(target)`` under a two-hot categorical head.
+
+    Equal to ``-(two_hot(symlog(target)) * log_softmax(logits)).sum(-1)``, computed by gathering
+    the two bracketing log-probabilities instead of materialising the two-hot tensor.
+
+    :param logits: ``(..., K)``
+    :param target: ``(...)`` in the original (symexp) space
+    :param bins: ``(K,)`` bin centres in symlog space
+    :return: loss ``(...)``
+    """
+    below, above, weight_above = _bracket(symlog(target.float()), bins)
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    log_below = log_probs.gather(-1, below.unsqueeze(-1)).squeeze(-1)
+    log_above = log_probs.gather(-1, above.unsqueeze(-1)).squeeze(-1)
+    return -((1.0 - weight_above) * log_below + weight_above * log_above)
+
+
+def two_hot_symlog_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Expected value of a two-hot head, mapped back with symexp: ``(..., K) -> (...)``."""
+    return symexp(torch.softmax(logits.float(), dim=-1) @ bins)
+
+
+def unimix_log_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """Log-probabilities of a categorical mixed with ``unimix`` of the uniform distribution.
+
+    :param logits: ``(..., K)``
+    :return: log-probabilities ``(..., K)``
+    """
+    logits = logits.float()
+    if unimix <= 0.0:
+        return torch.log_softmax(logits, dim=-1)
+    probs = torch.softmax(logits, dim=-1)
+    probs = (1.0 - unimix) * probs + unimix / logits.shape[-1]
+    return torch.log(probs)
+
+
+def sample_one_hot(log_probs: torch.Tensor) -> torch.Tensor:
+    """Draw a one-hot sample per row with the Gumbel-max trick: ``(..., K) -> (..., K)``."""
+    uniform = torch.rand_like(log_probs).clamp_(1e-20, 1.0)
+    index = (log_probs - torch.log(-torch.log(uniform))).argmax(-1)
+    return F.one_hot(index, log_probs.shape[-1]).to(log_probs.dtype)
+
+
+def mode_one_hot(log_probs: torch.Tensor) -> torch.Tensor:
+    """One-hot of the most likely class: ``(..., K) -> (..., K)``."""
+    return F.one_hot(log_probs.argmax(-1), log_probs.shape[-1]).to(log_probs.dtype)
+
+
+def straight_through(sample: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+    """Straight-through gradient: the value of ``sample`` with the gradient of the probabilities."""
+    probs = log_probs.exp()
+    return sample + probs - probs.detach()
+
+
+def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of categoricals over the last axis: ``(..., K) -> (...)``."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def categorical_entropy(log_p: torch.Tensor) -> torch.Tensor:
+    """Entropy of categoricals over the last axis: ``(..., K) -> (...)``."""
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Diagonal Gaussian log-density, summed over the last axis: ``(..., D) -> (...)``."""
+    var = std * std
+    log_density = -0.5 * ((x - mean) ** 2 / var + torch.log(2.0 * torch.pi * var))
+    return log_density.sum(-1)
+
+
+def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
+    """Entropy of a diagonal Gaussian, summed over the last axis: ``(..., D) -> (...)``."""
+    return (0.5 * torch.log(2.0 * torch.pi * torch.e * std * std)).sum(-1)

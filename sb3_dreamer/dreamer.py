@@ -1,0 +1,307 @@
+"""``Dreamer``: the DreamerV3 agent as a Stable-Baselines3 off-policy algorithm."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_dreamer.buffers import SequenceReplayBuffer
+from sb3_dreamer.policies import SUPPORTED_ACTION_SPACES, DreamerPolicy, MlpPolicy, action_spec_from_space
+from sb3_dreamer.precision import PRECISIONS, resolve_precision
+from sb3_dreamer.presets import make_config
+from sb3_dreamer.world_model import RSSMState
+
+SelfDreamer = TypeVar("SelfDreamer", bound="Dreamer")
+
+
+class Dreamer(OffPolicyAlgorithm):
+    """DreamerV3: learns a world model from replayed sequences and an actor-critic in imagination.
+
+    Replay ratio: every ``train_freq`` vec-env steps (``train_freq * n_envs`` env steps),
+    ``gradient_steps`` updates each replay ``batch_size * sequence_length`` steps. DreamerV3's
+    *train ratio* (replayed steps per env step) is therefore
+    ``batch_size * sequence_length * gradient_steps / (train_freq * n_envs)``; the defaults
+    (16 x 64, one update every 2 steps) give DreamerV3's 512.
+
+    :param policy: ``"MlpPolicy"`` or a :class:`~sb3_dreamer.policies.DreamerPolicy` subclass
+    :param env: the environment (gymnasium env, VecEnv or registered id)
+    :param learning_rate: world-model learning rate (a float or an SB3 schedule); ``None``: preset
+    :param buffer_size: replay capacity in env steps (split evenly across envs)
+    :param learning_starts: env steps of uniformly random actions before training starts
+    :param batch_size: sequences per update (``B``)
+    :param sequence_length: steps per replayed sequence (``T``)
+    :param train_freq: update every ``train_freq`` vec-env steps (int, or SB3's ``(n, "step")``)
+    :param gradient_steps: updates per training round
+    :param gamma: discount of the λ-returns; ``None``: preset (0.997)
+    :param return_lambda: λ of the λ-returns; ``None``: preset (0.95)
+    :param imagination_horizon: imagined steps per start state; ``None``: preset (15)
+    :param actor_learning_rate: actor Adam learning rate; ``None``: preset (3e-5)
+    :param critic_learning_rate: critic Adam learning rate; ``None``: preset (3e-5)
+    :param ent_coef: actor entropy bonus; ``None``: preset (3e-4)
+    :param model_size: size preset, one of :data:`sb3_dreamer.presets.MODEL_SIZES`
+    :param version: algorithm version (``"v3"``)
+    :param hyperparams: overrides of any :class:`~sb3_dreamer.presets.DreamerConfig` field
+    :param precision: matmul precision, ``"fp32"``, ``"bf16"`` or ``"auto"`` (bfloat16 autocast
+        only where the device runs it natively; losses and optimizer states stay float32)
+    :param replay_buffer_class: defaults to :class:`~sb3_dreamer.buffers.SequenceReplayBuffer`
+    :param replay_buffer_kwargs: extra keyword arguments of the replay buffer
+    :param policy_kwargs: extra keyword arguments of the policy
+    :param stats_window_size: episodes averaged for the rollout logs
+    :param tensorboard_log: tensorboard log folder, or ``None``
+    :param verbose: 0 silent, 1 training info, 2 debug
+    :param seed: seed of torch, numpy, the env and the replay sampler
+    :param device: ``"auto"``, ``"cpu"`` or ``"cuda"``
+    :param _init_setup_model: build the networks now (``load`` passes ``False``)
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy: DreamerPolicy
+    replay_buffer: SequenceReplayBuffer
+
+    def __init__(
+        self,
+        policy: str | type[DreamerPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule | None = None,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 1024,
+        batch_size: int = 16,
+        sequence_length: int = 64,
+        train_freq: int | tuple[int, str] = 2,
+        gradient_steps: int = 1,
+        gamma: float | None = None,
+        return_lambda: float | None = None,
+        imagination_horizon: int | None = None,
+        actor_learning_rate: float | None = None,
+        critic_learning_rate: float | None = None,
+        ent_coef: float | None = None,
+        model_size: str = "S",
+        version: str = "v3",
+        hyperparams: dict[str, Any] | None = None,
+        precision: str = "auto",
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        overrides = dict(hyperparams or {})
+        named = {
+            "gamma": gamma,
+            "return_lambda": return_lambda,
+            "horizon": imagination_horizon,
+            "actor_lr": actor_learning_rate,
+            "critic_lr": critic_learning_rate,
+            "ent_coef": ent_coef,
+        }
+        if isinstance(learning_rate, (int, float)):
+            named["model_lr"] = float(learning_rate)
+        overrides.update({key: value for key, value in named.items() if value is not None})
+        self.dreamer_config = make_config(version, model_size, **overrides)
+        self.model_size = model_size
+        self.version = version
+        self.sequence_length = sequence_length
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        _check_positive(buffer_size=buffer_size, batch_size=batch_size, sequence_length=sequence_length)
+        if not isinstance(gradient_steps, int) or gradient_steps < 0:
+            raise ValueError(f"gradient_steps must be a non-negative integer, got {gradient_steps!r}")
+        if not isinstance(learning_starts, int) or learning_starts < 0:
+            raise ValueError(f"learning_starts must be a non-negative integer, got {learning_starts!r}")
+        if env is not None:
+            env = maybe_make_env(env, verbose)
+            action_spec_from_space(env.action_space)
+        super().__init__(
+            policy,
+            env,
+            learning_rate=self.dreamer_config.model_lr if learning_rate is None else learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            gamma=self.dreamer_config.gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            support_multi_env=True,
+            sde_support=False,
+            supported_action_spaces=None,
+        )
+        self._collection_state: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._n_updates_skipped = 0
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        if not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
+            raise TypeError(
+                f"Dreamer does not support the action space {self.action_space}; "
+                f"supported: {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}"
+            )
+        if self.replay_buffer_class is None:
+            self.replay_buffer_class = SequenceReplayBuffer
+        if issubclass(self.replay_buffer_class, SequenceReplayBuffer):
+            self.replay_buffer_kwargs.setdefault("sequence_length", self.sequence_length)
+            self.replay_buffer_kwargs.setdefault("seed", self.seed)
+        else:
+            raise TypeError(f"Dreamer needs a SequenceReplayBuffer, got {self.replay_buffer_class.__name__}")
+        self.policy_kwargs["config"] = self.dreamer_config
+        super()._setup_model()
+        self.policy.compute_dtype = resolve_precision(self.precision, self.device)
+        if self._collection_state is not None and self._collection_state[0].shape[0] != self.n_envs:
+            self._collection_state = None
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        env_will_reset = reset_num_timesteps or self._last_obs is None
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if env_will_reset:
+            self.replay_buffer.start_new_episodes()
+            self._collection_state = None
+        return result
+
+    def _sample_action(
+        self,
+        learning_starts: int,
+        action_noise: ActionNoise | None = None,
+        n_envs: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Act with the latent state carried across steps; random actions before ``learning_starts``.
+
+        The RSSM observes every step, also during the random warm-up, and remembers the action
+        actually taken, so the latent state is right when the policy takes over.
+        """
+        assert self._last_obs is not None, "self._last_obs was not set"
+        policy = self.policy
+        obs_tensor, _ = policy.obs_to_tensor(self._last_obs)
+        assert isinstance(obs_tensor, torch.Tensor)
+        if self._collection_state is None:
+            state, prev_action = policy.initial_state(n_envs), torch.zeros(n_envs, policy.action_spec.encoding_size)
+            is_first = np.ones(n_envs, dtype=np.float32)
+        else:
+            state = RSSMState(*(torch.as_tensor(part, device=self.device) for part in self._collection_state[:2]))
+            prev_action = torch.as_tensor(self._collection_state[2])
+            is_first = np.asarray(self._last_episode_starts, dtype=np.float32)
+        policy.set_training_mode(False)
+        output = policy.step(
+            obs_tensor.float(),
+            state,
+            prev_action.to(self.device),
+            torch.as_tensor(is_first, device=self.device),
+            deterministic=False,
+        )
+        encoded_action = output.action
+        if self.num_timesteps < learning_starts:
+            random_action = np.array([self.action_space.sample() for _ in range(n_envs)])
+            if isinstance(self.action_space, spaces.Box):
+                buffer_action = policy.scale_action(random_action).astype(np.float32).reshape(n_envs, -1)
+            else:
+                buffer_action = random_action.astype(np.float32).reshape(n_envs, -1)
+            action = random_action
+            encoded_action = policy.encode_actions(torch.as_tensor(buffer_action, device=self.device))
+        else:
+            action, buffer_action = policy.decode_actions(encoded_action)
+        self._collection_state = (
+            output.state.deter.cpu().numpy(),
+            output.state.stoch.cpu().numpy(),
+            encoded_action.cpu().numpy(),
+        )
+        return action, buffer_action
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        self._last_episode_starts = dones
+
+    def train(self, gradient_steps: int, batch_size: int = 16) -> None:
+        """Run ``gradient_steps`` Dreamer updates and log their mean metrics."""
+        if not self.replay_buffer.can_sample():
+            return
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.world_model_optimizer)
+        start = time.perf_counter()
+        collected: dict[str, list[torch.Tensor]] = {}
+        for _ in range(gradient_steps):
+            batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            metrics, applied = self.policy.train_step(batch)
+            if not applied:
+                self._n_updates_skipped += 1
+                continue
+            self._n_updates += 1
+            for key, value in metrics.items():
+                collected.setdefault(key, []).append(value)
+        elapsed = time.perf_counter() - start
+        self.policy.set_training_mode(False)
+        for key, values in collected.items():
+            self.logger.record(f"train/{key}", torch.stack(values).float().mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/n_updates_skipped_non_finite", self._n_updates_skipped)
+        self.logger.record("train/updates_per_second", gradient_steps / max(elapsed, 1e-9))
+
+    def learn(
+        self: SelfDreamer,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "Dreamer",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfDreamer:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = [
+            "policy",
+            "policy.world_model_optimizer",
+            "policy.actor_optimizer",
+            "policy.critic_optimizer",
+        ]
+        return state_dicts, []
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,293 @@
+"""SB3 policy objects: they own the world model, the actor-critic and their optimisers.
+
+The policy is recurrent: :meth:`DreamerPolicy.predict` takes and returns the RSSM state, like
+sb3-contrib's ``RecurrentActorCriticPolicy``, so ``evaluate_policy`` and ``EvalCallback`` carry
+it across steps unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+from sb3_dreamer.behavior import ActionSpec, ActorCritic
+from sb3_dreamer.buffers import SequenceBatch
+from sb3_dreamer.precision import autocast
+from sb3_dreamer.presets import DreamerConfig, make_config
+from sb3_dreamer.world_model import RSSMState, VectorDecoder, VectorEncoder, WorldModel
+
+#: The RSSM state passed through ``predict``: ``(deter (n, D), stoch (n, S*K), prev_action (n, A))``.
+DreamerState = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def action_spec_from_space(action_space: spaces.Space) -> ActionSpec:
+    """Describe a gymnasium action space for the actor; unsupported spaces raise ``TypeError``."""
+    if isinstance(action_space, spaces.Discrete):
+        return ActionSpec(True, 1, int(action_space.n), (int(action_space.n),), 1)
+    if isinstance(action_space, spaces.MultiDiscrete):
+        if action_space.nvec.ndim != 1:
+            raise TypeError(f"MultiDiscrete action spaces must be one-dimensional, got nvec {action_space.nvec}")
+        nvec = tuple(int(n) for n in action_space.nvec)
+        return ActionSpec(True, len(nvec), max(nvec), nvec, len(nvec))
+    if isinstance(action_space, spaces.MultiBinary):
+        bits = int(np.prod(action_space.shape))
+        return ActionSpec(True, bits, 2, (2,) * bits, bits)
+    if isinstance(action_space, spaces.Box):
+        if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+            raise ValueError(f"Box action space needs finite bounds, got {action_space}")
+        return ActionSpec(False, 0, 0, (), int(np.prod(action_space.shape)))
+    raise TypeError(
+        f"Dreamer does not support the action space {action_space}; "
+        f"supported: {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}"
+    )
+
+
+class StepOutput(NamedTuple):
+    """One acting step: encoded action (model input) and the new RSSM state, as tensors."""
+
+    action: torch.Tensor  # (n, A)
+    state: RSSMState
+
+
+class DreamerPolicy(BasePolicy):
+    """World model + actor-critic for flat (vector) observations of any ``Box`` shape.
+
+    :param observation_space: a ``Box`` observation space (flattened for the MLP encoder)
+    :param action_space: ``Box``, ``Discrete``, ``MultiDiscrete`` or ``MultiBinary``
+    :param lr_schedule: schedule of the world model's learning rate (SB3's ``learning_rate``)
+    :param config: all Dreamer hyperparameters; ``None`` means DreamerV3 at size ``S``
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        config: DreamerConfig | None = None,
+    ) -> None:
+        super().__init__(observation_space, action_space, normalize_images=False, squash_output=False)
+        if not isinstance(observation_space, spaces.Box):
+            raise TypeError(
+                f"{type(self).__name__} needs a Box observation space, got {observation_space}; "
+                "wrap other spaces (e.g. with gymnasium.wrappers.FlattenObservation)"
+            )
+        self.config = config if config is not None else make_config()
+        self.action_spec = action_spec_from_space(action_space)
+        cfg = self.config
+        obs_dim = int(np.prod(observation_space.shape))
+        encoder = VectorEncoder(obs_dim, cfg.units, cfg.layers)
+        feature_size = cfg.deter_size + cfg.stoch_size * cfg.classes
+        decoder = VectorDecoder(feature_size, obs_dim, cfg.units, cfg.layers)
+        self.world_model = WorldModel(encoder, decoder, encoder.embed_size, self.action_spec.encoding_size, cfg)
+        self.actor_critic = ActorCritic(feature_size, self.action_spec, cfg)
+        self.world_model_optimizer = torch.optim.Adam(
+            self.world_model.parameters(), lr=lr_schedule(1.0), eps=cfg.model_eps
+        )
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor_critic.actor.parameters(), lr=cfg.actor_lr, eps=cfg.actor_critic_eps
+        )
+        self.critic_optimizer = torch.optim.Adam(
+            self.actor_critic.critic.parameters(), lr=cfg.critic_lr, eps=cfg.actor_critic_eps
+        )
+        self.optimizer = self.world_model_optimizer
+        #: dtype of matmuls under autocast; set by ``Dreamer`` from its ``precision`` argument
+        self.compute_dtype = torch.float32
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(config=self.config)
+        return data
+
+    # ------------------------------------------------------------------ actions
+    def encode_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Buffer/env actions ``(..., action_dim)`` to the model encoding ``(..., A)``."""
+        spec = self.action_spec
+        if not spec.discrete:
+            return actions.float()
+        indices = actions.long().clamp(min=0)
+        return nn.functional.one_hot(indices, spec.classes).flatten(-2).float()
+
+    def decode_actions(self, encoded: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Model actions ``(n, A)`` to ``(env_action, buffer_action)`` numpy arrays.
+
+        ``buffer_action`` is what the replay buffer stores: indices for discrete spaces, the action
+        clipped to ``[-1, 1]`` for ``Box``; ``env_action`` is rescaled to the Box bounds.
+        """
+        spec = self.action_spec
+        if spec.discrete:
+            indices = encoded.unflatten(-1, (spec.heads, spec.classes)).argmax(-1).cpu().numpy()
+            if isinstance(self.action_space, spaces.Discrete):
+                env_action = indices[:, 0]
+            else:
+                env_action = indices.reshape((-1, *self.action_space.shape))
+            return env_action.astype(self.action_space.dtype), indices.astype(np.float32)
+        scaled = encoded.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+        env_action = self.unscale_action(scaled.reshape((-1, *self.action_space.shape)))
+        return env_action.astype(self.action_space.dtype), scaled
+
+    # ------------------------------------------------------------------ acting
+    def initial_state(self, n: int) -> RSSMState:
+        """Zero state for ``n`` streams; it is replaced by the learned initial state on a first step."""
+        cfg = self.config
+        return RSSMState(
+            torch.zeros(n, cfg.deter_size, device=self.device),
+            torch.zeros(n, cfg.stoch_size * cfg.classes, device=self.device),
+        )
+
+    @torch.no_grad()
+    def step(
+        self,
+        observation: torch.Tensor,
+        state: RSSMState,
+        prev_action: torch.Tensor,
+        is_first: torch.Tensor,
+        deterministic: bool,
+    ) -> StepOutput:
+        """Posterior update with the new observation, then an action from the actor.
+
+        :param observation: ``(n, *obs_shape)``
+        :param state: RSSM state before this observation, batch ``n``
+        :param prev_action: ``(n, A)`` encoded action that led to ``observation``
+        :param is_first: ``(n,)`` float, 1 where a new episode starts
+        """
+        with autocast(self.device, self.compute_dtype):
+            embed = self.world_model.encoder(observation[None])[0]  # (n, E)
+            rssm = self.world_model.rssm
+            state, _ = rssm.obs_step(state, prev_action, embed, is_first, sample=not deterministic)
+            params = self.actor_critic.actor(state.features())
+        actor = self.actor_critic.actor
+        action = actor.mode(params) if deterministic else actor.sample(params)
+        return StepOutput(action, RSSMState(state.deter.float(), state.stoch.float()))
+
+    def _check_state(self, state: DreamerState, n: int) -> None:
+        cfg = self.config
+        expected = (
+            (n, cfg.deter_size),
+            (n, cfg.stoch_size * cfg.classes),
+            (n, self.action_spec.encoding_size),
+        )
+        if not isinstance(state, tuple) or len(state) != 3:
+            raise TypeError("state must be the (deter, stoch, prev_action) tuple returned by predict")
+        shapes = tuple(np.shape(part) for part in state)
+        if shapes != expected:
+            raise ValueError(
+                f"state shapes {shapes} do not match a batch of {n} observations; expected {expected}. "
+                "Pass state=None to start fresh when the number of environments changes."
+            )
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: DreamerState | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, DreamerState]:
+        """Action for each observation, carrying the RSSM state (like RecurrentPPO).
+
+        :param observation: one observation or a batch ``(n, *obs_shape)``
+        :param state: state returned by the previous call, or ``None`` to start new episodes
+        :param episode_start: ``(n,)`` bools; those rows are reset before this step
+        :param deterministic: posterior mode and actor mode instead of samples
+        :return: the action(s) in the env's format and the next state
+        """
+        self.set_training_mode(False)
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        assert isinstance(obs_tensor, torch.Tensor)
+        n = obs_tensor.shape[0]
+        if state is None:
+            rssm_state, prev_action = self.initial_state(n), torch.zeros(n, self.action_spec.encoding_size)
+            is_first = np.ones(n, dtype=np.float32)
+        else:
+            self._check_state(state, n)
+            rssm_state = RSSMState(*(torch.as_tensor(part, device=self.device) for part in state[:2]))
+            prev_action = torch.as_tensor(state[2])
+            is_first = np.zeros(n, dtype=np.float32)
+        if episode_start is not None:
+            starts = np.asarray(episode_start, dtype=np.float32).reshape(-1)
+            if starts.shape[0] != n:
+                raise ValueError(f"episode_start has {starts.shape[0]} entries for {n} observations")
+            is_first = np.maximum(is_first, starts)
+        output = self.step(
+            obs_tensor.float(),
+            rssm_state,
+            prev_action.to(self.device),
+            torch.as_tensor(is_first, device=self.device),
+            deterministic,
+        )
+        env_action, _ = self.decode_actions(output.action)
+        next_state = (
+            output.state.deter.cpu().numpy(),
+            output.state.stoch.cpu().numpy(),
+            output.action.cpu().numpy(),
+        )
+        if not vectorized_env:
+            env_action = env_action.squeeze(axis=0)
+        return env_action, next_state
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        raise NotImplementedError("Dreamer is recurrent: call predict(observation, state, episode_start)")
+
+    # ------------------------------------------------------------------ learning
+    @contextlib.contextmanager
+    def frozen(self, *modules: nn.Module) -> Iterator[None]:
+        """Temporarily stop weight gradients of ``modules`` (activations still carry gradients)."""
+        params = [p for module in modules for p in module.parameters() if p.requires_grad]
+        for param in params:
+            param.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for param in params:
+                param.requires_grad_(True)
+
+    def train_step(self, batch: SequenceBatch) -> tuple[dict[str, torch.Tensor], bool]:
+        """One Dreamer update: world model, then actor, then critic (and the slow critic).
+
+        :return: metrics (0-d tensors) and whether the update was applied (``False`` when a loss
+            was not finite: no parameter then changes)
+        """
+        cfg = self.config
+        actions = self.encode_actions(batch.actions)
+        with autocast(self.device, self.compute_dtype):
+            wm = self.world_model.loss(
+                batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal
+            )
+        self.world_model_optimizer.zero_grad(set_to_none=True)
+        wm.loss.backward()
+        wm_norm = nn.utils.clip_grad_norm_(self.world_model.parameters(), cfg.model_grad_clip)
+
+        with self.frozen(self.world_model, self.actor_critic.critic):
+            with autocast(self.device, self.compute_dtype):
+                actor = self.actor_critic.actor_loss(self.world_model, wm.posterior, wm.start_continue)
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            actor.loss.backward()
+        actor_norm = nn.utils.clip_grad_norm_(self.actor_critic.actor.parameters(), cfg.actor_critic_grad_clip)
+        with autocast(self.device, self.compute_dtype):
+            critic_loss = self.actor_critic.critic_loss(actor.features, actor.returns, actor.weights)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_norm = nn.utils.clip_grad_norm_(self.actor_critic.critic.parameters(), cfg.actor_critic_grad_clip)
+
+        finite = torch.stack([wm.loss, actor.loss, critic_loss, wm_norm, actor_norm, critic_norm])
+        applied = bool(torch.isfinite(finite).all())
+        if applied:
+            self.world_model_optimizer.step()
+            self.actor_optimizer.step()
+            self.critic_optimizer.step()
+            self.actor_critic.update_slow_critic()
+        metrics = {**wm.metrics, **actor.metrics, "critic_loss": critic_loss.detach()}
+        metrics.update(world_model_grad_norm=wm_norm, actor_grad_norm=actor_norm, critic_grad_norm=critic_norm)
+        return metrics, applied
+
+
+MlpPolicy = DreamerPolicy

@@ -1,0 +1,59 @@
+"""Mixed-precision selection: bfloat16 autocast only where the hardware runs it fast.
+
+Matmuls and convolutions run in the compute dtype under ``torch.autocast``; every distribution,
+loss, KL, two-hot and return statistic casts its inputs back to float32 (see
+:mod:`sb3_dreamer.distributions`), and parameters and optimizer states stay float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import torch
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+#: CPU ISA extensions with native bfloat16 dot products (others emulate bf16 slowly).
+_FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU advertises native bfloat16 matmul instructions (Linux ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in _FAST_BF16_CPU_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """Map ``"fp32"``, ``"bf16"`` or ``"auto"`` to the compute dtype on ``device``.
+
+    ``"auto"`` picks bfloat16 on CUDA devices that support it and on CPUs with native bf16
+    instructions, float32 everywhere else.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    return torch.float32
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """``torch.autocast`` to ``dtype`` on ``device``; a no-op for float32."""
+    if dtype == torch.float32:
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield

@@ -1,0 +1,63 @@
+"""Shared fixtures: small threads, tiny models, toy environments."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+torch.set_num_threads(1)
+
+
+class CueEnv(gym.Env):
+    """Each step shows a random cue in {-1, +1}; the reward is +1 if the action matches the cue
+    of that step, -1 otherwise. Episodes last ``length`` steps. An agent that ignores its
+    observations scores 0 in expectation; a perfect one scores ``length``."""
+
+    metadata: dict = {"render_modes": []}
+
+    def __init__(self, length: int = 10, action_type: str = "discrete") -> None:
+        self.length = length
+        self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        if action_type == "discrete":
+            self.action_space: spaces.Space = spaces.Discrete(2)
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self._cue = 1.0
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self._cue, 1.0], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._cue = float(self.np_random.choice([-1.0, 1.0]))
+        return self._obs(), {}
+
+    def step(self, action):
+        if isinstance(self.action_space, spaces.Discrete):
+            chosen = 1.0 if int(action) == 1 else -1.0
+        else:
+            chosen = 1.0 if float(np.asarray(action).reshape(-1)[0]) > 0 else -1.0
+        reward = 1.0 if chosen == self._cue else -1.0
+        self._t += 1
+        self._cue = float(self.np_random.choice([-1.0, 1.0]))
+        return self._obs(), reward, False, self._t >= self.length, {}
+
+
+@pytest.fixture
+def tiny_kwargs() -> dict:
+    """Constructor arguments for a tiny, fast Dreamer."""
+    return dict(
+        model_size="tiny",
+        batch_size=4,
+        sequence_length=8,
+        learning_starts=16,
+        buffer_size=2000,
+        train_freq=4,
+        precision="fp32",
+        seed=0,
+    )

@@ -1,0 +1,124 @@
+"""Unit tests of the plain-tensor distribution maths and the λ-return."""
+
+import math
+
+import pytest
+import torch
+
+from sb3_dreamer.behavior import ReturnNormalizer, lambda_returns
+from sb3_dreamer.distributions import (
+    categorical_kl,
+    sample_one_hot,
+    straight_through,
+    symexp,
+    symlog,
+    symlog_bins,
+    two_hot,
+    two_hot_symlog_loss,
+    two_hot_symlog_mean,
+    unimix_log_probs,
+)
+
+
+def test_symlog_symexp_are_inverse_and_odd():
+    x = torch.tensor([-1e4, -10.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 10.0, 1e4], dtype=torch.float64)
+    torch.testing.assert_close(symexp(symlog(x)), x)
+    torch.testing.assert_close(symlog(-x), -symlog(x))
+    assert symlog(torch.tensor(math.e - 1.0)).item() == pytest.approx(1.0)
+
+
+def test_two_hot_weights_sum_to_one_and_recover_value():
+    bins = symlog_bins(255)
+    x = torch.tensor([-20.0, -3.3, 0.0, 0.05, 7.77, 20.0])
+    weights = two_hot(x, bins)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(6))
+    torch.testing.assert_close(weights @ bins, x)
+    assert (weights > 0).sum(-1).max() <= 2
+
+
+def test_two_hot_clips_out_of_range():
+    bins = torch.tensor([-1.0, 0.0, 1.0])
+    torch.testing.assert_close(two_hot(torch.tensor([5.0, -5.0]), bins), torch.tensor([[0, 0, 1.0], [1.0, 0, 0]]))
+
+
+def test_two_hot_loss_matches_dense_cross_entropy_and_decodes():
+    bins = symlog_bins(255)
+    target = torch.tensor([-250.0, -1.0, 0.0, 0.3, 42.0])
+    logits = torch.randn(5, 255, generator=torch.Generator().manual_seed(0))
+    dense = -(two_hot(symlog(target), bins) * torch.log_softmax(logits, -1)).sum(-1)
+    torch.testing.assert_close(two_hot_symlog_loss(logits, target, bins), dense)
+    # a head whose logits put all mass on the two-hot target decodes to the target
+    peaked = torch.log(two_hot(symlog(target), bins).clamp(min=1e-30))
+    torch.testing.assert_close(two_hot_symlog_mean(peaked, bins), target, rtol=1e-4, atol=1e-4)
+
+
+def test_zero_logits_decode_to_zero():
+    bins = symlog_bins(255)
+    assert two_hot_symlog_mean(torch.zeros(3, 255), bins).abs().max() < 1e-5
+
+
+def test_unimix_puts_floor_under_probabilities():
+    logits = torch.tensor([[100.0, 0.0, 0.0, 0.0]])
+    probs = unimix_log_probs(logits, 0.01).exp()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(1))
+    assert probs.min().item() == pytest.approx(0.01 / 4, rel=1e-4)
+    assert probs.max().item() == pytest.approx(0.99 + 0.01 / 4, rel=1e-4)
+    torch.testing.assert_close(unimix_log_probs(logits, 0.0), torch.log_softmax(logits, -1))
+
+
+def test_sample_one_hot_frequencies_follow_probabilities():
+    torch.manual_seed(0)
+    log_probs = torch.log(torch.tensor([0.1, 0.2, 0.7])).expand(20000, 3)
+    samples = sample_one_hot(log_probs)
+    assert torch.all(samples.sum(-1) == 1)
+    torch.testing.assert_close(samples.mean(0), torch.tensor([0.1, 0.2, 0.7]), atol=0.015, rtol=0)
+
+
+def test_straight_through_has_sample_value_and_probability_gradient():
+    logits = torch.tensor([[0.5, -0.2, 1.0]], requires_grad=True)
+    log_probs = torch.log_softmax(logits, -1)
+    sample = torch.tensor([[0.0, 1.0, 0.0]])
+    out = straight_through(sample, log_probs)
+    torch.testing.assert_close(out, sample)
+    (out * torch.tensor([[1.0, 2.0, 3.0]])).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_categorical_kl_zero_for_equal_and_positive_otherwise():
+    p = torch.log_softmax(torch.randn(4, 8), -1)
+    q = torch.log_softmax(torch.randn(4, 8), -1)
+    assert categorical_kl(p, p).abs().max() < 1e-6
+    assert (categorical_kl(p, q) > 0).all()
+
+
+def test_lambda_returns_match_hand_computation():
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])  # (H=3, N=1)
+    discounts = torch.tensor([[0.9], [0.9], [0.0]])
+    values = torch.tensor([[10.0], [20.0], [30.0], [40.0]])
+    lam = 0.5
+    r3 = 40.0
+    r2 = 3.0 + 0.0 * ((1 - lam) * 40.0 + lam * r3)
+    r1 = 2.0 + 0.9 * ((1 - lam) * 30.0 + lam * r2)
+    r0 = 1.0 + 0.9 * ((1 - lam) * 20.0 + lam * r1)
+    expected = torch.tensor([[r0], [r1], [r2]])
+    torch.testing.assert_close(lambda_returns(rewards, discounts, values, lam), expected)
+
+
+def test_lambda_one_is_monte_carlo_and_zero_is_td():
+    rewards = torch.tensor([[1.0], [1.0]])
+    discounts = torch.full((2, 1), 0.5)
+    values = torch.tensor([[0.0], [4.0], [8.0]])
+    torch.testing.assert_close(lambda_returns(rewards, discounts, values, 1.0)[0], torch.tensor([1 + 0.5 * (1 + 0.5 * 8)]))
+    torch.testing.assert_close(lambda_returns(rewards, discounts, values, 0.0)[0], torch.tensor([1 + 0.5 * 4.0]))
+
+
+def test_return_normalizer_tracks_percentiles_with_floor():
+    norm = ReturnNormalizer(decay=0.0, low_percentile=5.0, high_percentile=95.0, limit=1.0)
+    returns = torch.linspace(0.0, 100.0, 1001)
+    scale = norm.update(returns)
+    assert scale.item() == pytest.approx(90.0, rel=1e-3)
+    assert norm.update(torch.zeros(10)).item() == 1.0
+    ema = ReturnNormalizer(decay=0.99, low_percentile=5.0, high_percentile=95.0, limit=1.0)
+    ema.update(returns)
+    assert ema.high.item() == pytest.approx(0.01 * 95.0, rel=1e-3)
+    assert "high" in ema.state_dict() and "low" in ema.state_dict()

@@ -1,0 +1,212 @@
+"""SB3-contract tests: save/load, recurrent predict, action spaces, callbacks, logging."""
+
+from __future__ import annotations
+
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import (
+    CheckpointCallback,
+    EvalCallback,
+    StopTrainingOnRewardThreshold,
+)
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_dreamer import Dreamer
+from tests.conftest import CueEnv
+
+
+class SpaceEnv(gym.Env):
+    """Random vector observations with a configurable action space; 20-step episodes."""
+
+    def __init__(self, action_space: spaces.Space, obs_shape: tuple[int, ...] = (3,)) -> None:
+        self.observation_space = spaces.Box(-1.0, 1.0, obs_shape, np.float32)
+        self.action_space = action_space
+        self._t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        assert self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)), action
+        self._t += 1
+        obs = self.np_random.uniform(-1, 1, self.observation_space.shape).astype(np.float32)
+        return obs, float(self.np_random.normal()), self._t >= 20, False, {}
+
+
+ACTION_SPACES = {
+    "box": spaces.Box(np.array([-2.0, 0.0]), np.array([2.0, 5.0]), dtype=np.float32),
+    "discrete": spaces.Discrete(3),
+    "multidiscrete": spaces.MultiDiscrete([2, 4, 3]),
+    "multibinary": spaces.MultiBinary(3),
+}
+
+
+def deterministic_actions(model: Dreamer, observations: np.ndarray, steps: int = 5) -> np.ndarray:
+    state, starts, actions = None, np.ones(len(observations), dtype=bool), []
+    for _ in range(steps):
+        action, state = model.predict(observations, state, starts, deterministic=True)
+        starts = np.zeros_like(starts)
+        actions.append(action)
+    return np.stack(actions)
+
+
+@pytest.mark.parametrize("name", list(ACTION_SPACES))
+def test_every_supported_action_space_learns_and_predicts(name, tiny_kwargs):
+    space = ACTION_SPACES[name]
+    model = Dreamer("MlpPolicy", SpaceEnv(space), **tiny_kwargs)
+    model.learn(64)
+    assert model._n_updates > 0
+    obs = np.stack([model.observation_space.sample() for _ in range(4)])
+    actions, state = model.predict(obs, deterministic=False)
+    assert len(actions) == 4
+    for action in actions:
+        assert space.contains(np.asarray(action, dtype=space.dtype))
+    single, _ = model.predict(obs[0])
+    assert space.contains(np.asarray(single, dtype=space.dtype))
+    assert np.shape(single) == space.shape
+
+
+@pytest.mark.parametrize(
+    "space",
+    [spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2))), spaces.Box(-np.inf, np.inf, (2,), np.float32)],
+)
+def test_unsupported_action_spaces_raise(space, tiny_kwargs):
+    with pytest.raises((TypeError, ValueError), match="action space"):
+        Dreamer("MlpPolicy", SpaceEnv(space), **tiny_kwargs)
+
+
+def test_unsupported_observation_space_raises(tiny_kwargs):
+    env = gym.make("FrozenLake-v1")
+    with pytest.raises(TypeError, match="observation space"):
+        Dreamer("MlpPolicy", env, **tiny_kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(batch_size=0), "batch_size"),
+        (dict(sequence_length=-1), "sequence_length"),
+        (dict(imagination_horizon=0), "horizon"),
+        (dict(buffer_size=4), "sequence_length"),
+        (dict(gamma=1.5), "gamma"),
+        (dict(model_size="huge"), "model_size"),
+        (dict(precision="fp8"), "precision"),
+        (dict(hyperparams={"not_a_field": 1}), "not_a_field"),
+    ],
+)
+def test_invalid_hyperparameters_raise(kwargs, match, tiny_kwargs):
+    with pytest.raises((ValueError, TypeError), match=match):
+        Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, **kwargs})
+
+
+def test_save_load_gives_identical_predictions(tmp_path, tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    model.learn(64)
+    obs = np.stack([model.observation_space.sample() for _ in range(3)])
+    before = deterministic_actions(model, obs)
+    model.save(tmp_path / "model")
+    loaded = Dreamer.load(tmp_path / "model")
+    np.testing.assert_array_equal(deterministic_actions(loaded, obs), before)
+    for name, tensor in model.policy.state_dict().items():
+        torch.testing.assert_close(loaded.policy.state_dict()[name], tensor, rtol=0, atol=0)
+    assert loaded.dreamer_config == model.dreamer_config
+    assert loaded.policy.actor_optimizer.state_dict()["state"].keys() == model.policy.actor_optimizer.state_dict()["state"].keys()
+
+
+def test_episode_start_resets_state(tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    model.learn(64)
+    obs = np.stack([model.observation_space.sample() for _ in range(2)])
+    torch.manual_seed(1)
+    _, state = model.predict(obs, None, None, deterministic=True)
+    for _ in range(3):
+        _, state = model.predict(obs, state, np.zeros(2, bool), deterministic=True)
+    _, fresh = model.predict(obs, None, None, deterministic=True)
+    _, reset = model.predict(obs, state, np.array([True, False]), deterministic=True)
+    np.testing.assert_array_equal(reset[0][0], fresh[0][0])
+    np.testing.assert_array_equal(reset[1][0], fresh[1][0])
+    assert not np.array_equal(reset[0][1], fresh[0][1])
+
+
+def test_predict_batches_and_state_checks(tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    one = model.observation_space.sample()
+    action, state = model.predict(one)
+    assert np.shape(action) == () and state[0].shape[0] == 1
+    batch = np.stack([model.observation_space.sample() for _ in range(10)])
+    actions, state10 = model.predict(batch)
+    assert actions.shape == (10,) and state10[0].shape[0] == 10
+    with pytest.raises(ValueError, match="state shapes"):
+        model.predict(batch, state)
+    with pytest.raises(ValueError, match="episode_start"):
+        model.predict(batch, state10, np.zeros(3, bool))
+    with pytest.raises(ValueError):
+        model.predict(np.zeros((10, 5), np.float32))
+
+
+def test_predict_is_pure_for_collection_state(tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    model.learn(32)
+    before = tuple(part.copy() for part in model._collection_state)
+    model.predict(model.observation_space.sample())
+    for old, new in zip(before, model._collection_state):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_callbacks_progress_bar_tensorboard_and_evaluate(tmp_path, tiny_kwargs):
+    eval_env = CueEnv()
+    stop = StopTrainingOnRewardThreshold(reward_threshold=1e9)
+    callbacks = [
+        EvalCallback(eval_env, eval_freq=40, n_eval_episodes=2, callback_on_new_best=stop, best_model_save_path=str(tmp_path)),
+        CheckpointCallback(save_freq=50, save_path=str(tmp_path / "ckpt"), save_replay_buffer=True),
+    ]
+    model = Dreamer("MlpPolicy", CueEnv(), tensorboard_log=str(tmp_path / "tb"), verbose=0, **tiny_kwargs)
+    model.learn(100, callback=callbacks, progress_bar=True, log_interval=1)
+    assert (tmp_path / "best_model.zip").exists()
+    files = os.listdir(tmp_path / "ckpt")
+    assert any(name.endswith(".zip") for name in files) and any("replay_buffer" in name for name in files)
+    runs = os.listdir(tmp_path / "tb")
+    assert runs and runs[0].startswith("Dreamer")
+    for key in ("train/world_model_loss", "train/actor_loss", "train/critic_loss", "train/kl", "train/return_scale", "train/entropy", "train/updates_per_second"):
+        assert key in model.logger.name_to_value, key
+    mean, _ = evaluate_policy(model, CueEnv(), n_eval_episodes=2)
+    assert -10 <= mean <= 10
+
+
+def test_load_with_other_n_envs_and_continue(tmp_path, tiny_kwargs):
+    model = Dreamer("MlpPolicy", make_vec_env(CueEnv, n_envs=2, seed=0), **tiny_kwargs)
+    model.learn(64)
+    model.save(tmp_path / "m")
+    model.save_replay_buffer(tmp_path / "buffer")
+    env3 = make_vec_env(CueEnv, n_envs=3, seed=1)
+    loaded = Dreamer.load(tmp_path / "m", env=env3)
+    assert loaded.n_envs == 3
+    loaded.learn(48, reset_num_timesteps=False)
+    assert loaded.num_timesteps >= 64 + 48
+    again = Dreamer.load(tmp_path / "m", env=make_vec_env(CueEnv, n_envs=2, seed=2))
+    again.load_replay_buffer(tmp_path / "buffer")
+    assert again.replay_buffer.size() == model.replay_buffer.size()
+    again.learn(16, reset_num_timesteps=False)
+
+
+def test_set_parameters_copies_weights(tiny_kwargs):
+    source = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    source.learn(48)
+    target = Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, "seed": 5})
+    target.set_parameters(source.get_parameters())
+    obs = np.stack([source.observation_space.sample() for _ in range(2)])
+    np.testing.assert_array_equal(deterministic_actions(target, obs), deterministic_actions(source, obs))
+
+
+def test_train_ratio_follows_train_freq_and_gradient_steps(tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, "learning_starts": 0, "train_freq": 2, "gradient_steps": 3})
+    model.learn(40)
+    assert model._n_updates == 3 * (40 // 2) - 3 * ((tiny_kwargs["sequence_length"] - 1) // 2)
