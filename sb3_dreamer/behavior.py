@@ -74,14 +74,17 @@ class Actor(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
 
-    def _log_probs(self, params: torch.Tensor) -> torch.Tensor:
+    def _probs(self, params: torch.Tensor) -> torch.Tensor:
         # (..., heads*classes) -> (..., heads, classes) with invalid classes at probability 0
         logits = params.float().unflatten(-1, (self.spec.heads, self.spec.classes))
         logits = logits.masked_fill(~self.class_mask, -1e9)
         probs = torch.softmax(logits, dim=-1)
         if self.unimix > 0.0:
             probs = (1.0 - self.unimix) * probs + self.unimix * self.uniform_probs
-        return torch.log(probs.clamp(min=1e-30))
+        return probs
+
+    def _log_probs(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.log(self._probs(params).clamp(min=1e-30))
 
     def _mean_std(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, std = params.float().chunk(2, dim=-1)
@@ -91,14 +94,14 @@ class Actor(nn.Module):
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         """Reparameterised (continuous) or one-hot (discrete) sample: ``(..., P) -> (..., A)``."""
         if self.spec.discrete:
-            return sample_one_hot(self._log_probs(params)).flatten(-2)
+            return sample_one_hot(self._probs(params)).flatten(-2)
         mean, std = self._mean_std(params)
         return mean + std * torch.randn_like(std)
 
     def mode(self, params: torch.Tensor) -> torch.Tensor:
         """Most likely action: ``(..., P) -> (..., A)``."""
         if self.spec.discrete:
-            return mode_one_hot(self._log_probs(params)).flatten(-2)
+            return mode_one_hot(self._probs(params)).flatten(-2)
         return self._mean_std(params)[0]
 
     def log_prob(self, params: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -166,7 +169,8 @@ class Imagination(NamedTuple):
     """A batch of imagined trajectories; index 0 is the start state."""
 
     features: torch.Tensor  # (H + 1, N, F)
-    actions: torch.Tensor  # (H + 1, N, A), action taken in state t (zeros at t = H)
+    actions: torch.Tensor  # (H, N, A), action taken in state t
+    actor_params: torch.Tensor  # (H, N, P), actor output in state t
 
 
 def imagine(
@@ -174,21 +178,25 @@ def imagine(
 ) -> Imagination:
     """Roll the RSSM prior forward ``horizon`` steps from every start state with the actor.
 
-    With ``grad=False`` nothing is recorded for autograd (Reinforce actors). With ``grad=True``
-    gradients flow from the features into the actor's parameters through the dynamics
-    (backprop actors); freeze the world model's parameters first to skip their weight gradients.
+    With ``grad=False`` (Reinforce actors) the dynamics are not recorded for autograd, but the
+    actor's outputs keep their graph to the actor's weights, so the actor loss reuses them instead
+    of running the actor again. With ``grad=True`` (backprop actors) gradients flow from the
+    features through the dynamics into the actor; freeze the world model's parameters first to
+    skip their weight gradients.
     """
-    with torch.set_grad_enabled(grad):
-        state = start
-        features = [state.features()]
-        actions = []
-        for _ in range(horizon):
-            action = actor.sample(actor(features[-1]))
+    state = start
+    features = [state.features()]
+    actions, params = [], []
+    for _ in range(horizon):
+        with torch.enable_grad():
+            step_params = actor(features[-1])
+        params.append(step_params)
+        with torch.set_grad_enabled(grad):
+            action = actor.sample(step_params if grad else step_params.detach())
             actions.append(action)
             state = world_model.rssm.img_step(state, action)
             features.append(state.features())
-        actions.append(torch.zeros_like(actions[-1]))
-        return Imagination(torch.stack(features), torch.stack(actions))
+    return Imagination(torch.stack(features), torch.stack(actions), torch.stack(params))
 
 
 class ActorOutput(NamedTuple):
@@ -198,6 +206,7 @@ class ActorOutput(NamedTuple):
     features: torch.Tensor  # (H, N, F) detached features of states 0..H-1
     returns: torch.Tensor  # (H, N) detached λ-returns
     weights: torch.Tensor  # (H, N) cumulative predicted discount
+    critic_logits: torch.Tensor | None  # (H, N, bins) critic outputs with graph, when already computed
     metrics: dict[str, torch.Tensor]
 
 
@@ -229,17 +238,24 @@ class ActorCritic(nn.Module):
     def actor_loss(self, world_model: WorldModel, start: RSSMState, start_continue: torch.Tensor) -> ActorOutput:
         """Imagine from ``start`` (``N`` states) and compute the actor loss.
 
-        Call it with the world model's and the critic's parameters frozen
-        (:meth:`sb3_dreamer.policies.DreamerPolicy.frozen`): backprop actors send gradients
-        through them into the imagined states, not into their weights.
+        Backprop actors: call it with the world model's and the critic's parameters frozen
+        (:meth:`sb3_dreamer.policies.DreamerPolicy.frozen`), so that gradients flow through them
+        into the imagined states but not into their weights. Reinforce actors: the dynamics run
+        without autograd, and the critic's forward pass on the imagined states is shared with the
+        critic loss (returned as ``critic_logits``).
         """
         cfg = self.config
         backprop = self.uses_backprop
         trajectory = imagine(world_model, self.actor, start, cfg.horizon, grad=backprop)
         features = trajectory.features  # (H + 1, N, F)
+        critic_logits = None
         with torch.set_grad_enabled(backprop):
             rewards = world_model.reward(features[1:])  # (H, N)
-            values = self.value(features)  # (H + 1, N)
+            if backprop:
+                values = self.value(features)  # (H + 1, N)
+        if not backprop:
+            critic_logits = self.critic(features)  # (H + 1, N, bins), graph to the critic only
+            values = two_hot_symlog_mean(critic_logits.detach(), self.value_bins)
         with torch.no_grad():
             continues = torch.cat([start_continue[None], world_model.continue_mode(features[1:])])
             weights = torch.cumprod(cfg.gamma * continues, 0) / cfg.gamma  # (H + 1, N)
@@ -247,13 +263,13 @@ class ActorCritic(nn.Module):
         scale = self.return_normalizer.update(returns)
         advantages = (returns - values[:-1]) / scale  # (H, N)
 
-        params = self.actor(features[:-1].detach())  # (H, N, P)
-        entropy = self.actor.entropy(params)
         if backprop:
+            params = self.actor(features[:-1].detach())  # (H, N, P)
             objective = advantages
         else:
-            log_prob = self.actor.log_prob(params, trajectory.actions[:-1].detach())
-            objective = log_prob * advantages.detach()
+            params = trajectory.actor_params
+            objective = self.actor.log_prob(params, trajectory.actions) * advantages.detach()
+        entropy = self.actor.entropy(params)
         loss = (-(objective + cfg.ent_coef * entropy) * weights[:-1]).mean()
         metrics = {
             "actor_loss": loss.detach(),
@@ -262,21 +278,27 @@ class ActorCritic(nn.Module):
             "imagined_reward": rewards.detach().mean(),
             "return_scale": scale.detach(),
         }
-        return ActorOutput(loss, features[:-1].detach(), returns.detach(), weights[:-1], metrics)
+        return ActorOutput(
+            loss,
+            features[:-1].detach(),
+            returns.detach(),
+            weights[:-1],
+            None if critic_logits is None else critic_logits[:-1],
+            metrics,
+        )
 
-    def critic_loss(self, features: torch.Tensor, returns: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Two-hot regression of the λ-returns plus a regulariser toward the slow critic.
-
-        :param features: ``(H, N, F)`` detached imagined features
-        :param returns: ``(H, N)`` λ-return targets
-        :param weights: ``(H, N)`` cumulative predicted discount
-        """
-        logits = self.critic(features)
+    def critic_loss(self, actor_output: ActorOutput) -> torch.Tensor:
+        """Two-hot regression of the λ-returns plus a regulariser toward the slow critic,
+        weighted by the cumulative predicted discount of each imagined state."""
+        features = actor_output.features  # (H, N, F)
+        logits = actor_output.critic_logits
+        if logits is None:
+            logits = self.critic(features)
         with torch.no_grad():
             slow_target = self.value(features, slow=True)
-        loss = two_hot_symlog_loss(logits, returns, self.value_bins)
+        loss = two_hot_symlog_loss(logits, actor_output.returns, self.value_bins)
         loss = loss + self.config.slow_reg_scale * two_hot_symlog_loss(logits, slow_target, self.value_bins)
-        return (loss * weights).mean()
+        return (loss * actor_output.weights).mean()
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:

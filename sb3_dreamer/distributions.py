@@ -81,35 +81,52 @@ def two_hot_symlog_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tenso
     return symexp(torch.softmax(logits.float(), dim=-1) @ bins)
 
 
-def unimix_log_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
-    """Log-probabilities of a categorical mixed with ``unimix`` of the uniform distribution.
+def unimix_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """Probabilities of a categorical mixed with ``unimix`` of the uniform distribution.
 
     :param logits: ``(..., K)``
-    :return: log-probabilities ``(..., K)``
+    :return: probabilities ``(..., K)``, float32
     """
-    logits = logits.float()
+    probs = torch.softmax(logits.float(), dim=-1)
     if unimix <= 0.0:
-        return torch.log_softmax(logits, dim=-1)
-    probs = torch.softmax(logits, dim=-1)
-    probs = (1.0 - unimix) * probs + unimix / logits.shape[-1]
-    return torch.log(probs)
+        return probs
+    return probs * (1.0 - unimix) + unimix / logits.shape[-1]
 
 
-def sample_one_hot(log_probs: torch.Tensor) -> torch.Tensor:
-    """Draw a one-hot sample per row with the Gumbel-max trick: ``(..., K) -> (..., K)``."""
-    uniform = torch.rand_like(log_probs).clamp_(1e-20, 1.0)
-    index = (log_probs - torch.log(-torch.log(uniform))).argmax(-1)
-    return F.one_hot(index, log_probs.shape[-1]).to(log_probs.dtype)
+def unimix_log_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """Log of :func:`unimix_probs`: ``(..., K) -> (..., K)``."""
+    if unimix <= 0.0:
+        return torch.log_softmax(logits.float(), dim=-1)
+    return torch.log(unimix_probs(logits, unimix))
 
 
-def mode_one_hot(log_probs: torch.Tensor) -> torch.Tensor:
-    """One-hot of the most likely class: ``(..., K) -> (..., K)``."""
-    return F.one_hot(log_probs.argmax(-1), log_probs.shape[-1]).to(log_probs.dtype)
+def _one_hot_like(probs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(probs).scatter_(-1, index.unsqueeze(-1), 1.0)
 
 
-def straight_through(sample: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
-    """Straight-through gradient: the value of ``sample`` with the gradient of the probabilities."""
-    probs = log_probs.exp()
+def sample_one_hot(probs: torch.Tensor) -> torch.Tensor:
+    """One-hot sample per row by inverse-CDF sampling: ``(..., K) -> (..., K)``.
+
+    One uniform number per row and a cumulative sum; cheaper than Gumbel-max's two logarithms
+    per class in the RSSM and imagination loops.
+    """
+    uniform = torch.rand(*probs.shape[:-1], 1, device=probs.device, dtype=probs.dtype)
+    index = (probs.cumsum(-1) < uniform).sum(-1).clamp_(max=probs.shape[-1] - 1)
+    return _one_hot_like(probs, index)
+
+
+def mode_one_hot(probs: torch.Tensor) -> torch.Tensor:
+    """One-hot of the most likely class (of probabilities or logits): ``(..., K) -> (..., K)``."""
+    return _one_hot_like(probs, probs.argmax(-1))
+
+
+def straight_through(sample: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Straight-through gradient: the value of ``sample`` with the gradient of ``probs``.
+
+    Without autograd recording (acting, Reinforce imagination) it returns ``sample`` as is.
+    """
+    if not (torch.is_grad_enabled() and probs.requires_grad):
+        return sample
     return sample + probs - probs.detach()
 
 

@@ -266,14 +266,14 @@ class DreamerPolicy(BasePolicy):
         wm.loss.backward()
         wm_norm = nn.utils.clip_grad_norm_(self.world_model.parameters(), cfg.model_grad_clip)
 
-        with self.frozen(self.world_model, self.actor_critic.critic):
-            with autocast(self.device, self.compute_dtype):
-                actor = self.actor_critic.actor_loss(self.world_model, wm.posterior, wm.start_continue)
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            actor.loss.backward()
+        frozen = (self.world_model, self.actor_critic.critic) if self.actor_critic.uses_backprop else ()
+        with self.frozen(*frozen), autocast(self.device, self.compute_dtype):
+            actor = self.actor_critic.actor_loss(self.world_model, wm.posterior, wm.start_continue)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor.loss.backward()
         actor_norm = nn.utils.clip_grad_norm_(self.actor_critic.actor.parameters(), cfg.actor_critic_grad_clip)
         with autocast(self.device, self.compute_dtype):
-            critic_loss = self.actor_critic.critic_loss(actor.features, actor.returns, actor.weights)
+            critic_loss = self.actor_critic.critic_loss(actor)
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         critic_norm = nn.utils.clip_grad_norm_(self.actor_critic.critic.parameters(), cfg.actor_critic_grad_clip)

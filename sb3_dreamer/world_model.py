@@ -22,6 +22,7 @@ from sb3_dreamer.distributions import (
     two_hot_symlog_loss,
     two_hot_symlog_mean,
     unimix_log_probs,
+    unimix_probs,
 )
 from sb3_dreamer.networks import MLP, LayerNormGRUCell, NormLinear, init_linear_
 from sb3_dreamer.presets import DreamerConfig
@@ -87,14 +88,17 @@ class RSSM(nn.Module):
 
     def initial_state(self, batch_size: int) -> RSSMState:
         """Learned initial state: ``h_0 = tanh(w)`` and ``z_0`` the mode of its prior."""
-        deter = torch.tanh(self.initial_deter).expand(batch_size, -1)
-        stoch = mode_one_hot(self.prior_log_probs(deter)).flatten(-2)
-        return RSSMState(deter, stoch)
+        deter = torch.tanh(self.initial_deter)[None]  # (1, D)
+        stoch = mode_one_hot(self.prior_logits_of(deter)).flatten(-2)
+        return RSSMState(deter.expand(batch_size, -1), stoch.expand(batch_size, -1))
+
+    def prior_logits_of(self, deter: torch.Tensor) -> torch.Tensor:
+        """Prior logits from the deterministic state: ``(..., D) -> (..., S, K)``."""
+        return self.prior_logits(self.img_out(deter)).unflatten(-1, (self.stoch_size, self.classes))
 
     def prior_log_probs(self, deter: torch.Tensor) -> torch.Tensor:
-        """Prior log-probabilities from the deterministic state: ``(..., D) -> (..., S, K)``."""
-        logits = self.prior_logits(self.img_out(deter))
-        return unimix_log_probs(logits.unflatten(-1, (self.stoch_size, self.classes)), self.unimix)
+        """Prior log-probabilities (with unimix) from the deterministic state: ``(..., S, K)``."""
+        return unimix_log_probs(self.prior_logits_of(deter), self.unimix)
 
     @staticmethod
     def _bound_action(action: torch.Tensor) -> torch.Tensor:
@@ -109,9 +113,9 @@ class RSSM(nn.Module):
     def img_step(self, state: RSSMState, action: torch.Tensor, sample: bool = True) -> RSSMState:
         """One imagined step from the prior: ``(N, ...), (N, A) -> (N, ...)``."""
         deter = self._recurrent(state, self.img_in_action(self._bound_action(action)))
-        log_probs = self.prior_log_probs(deter)
-        stoch = sample_one_hot(log_probs) if sample else mode_one_hot(log_probs)
-        return RSSMState(deter, straight_through(stoch, log_probs).flatten(-2))
+        probs = unimix_probs(self.prior_logits_of(deter), self.unimix)
+        stoch = sample_one_hot(probs) if sample else mode_one_hot(probs)
+        return RSSMState(deter, straight_through(stoch, probs).flatten(-2))
 
     def obs_step(
         self,
@@ -151,7 +155,7 @@ class RSSM(nn.Module):
         keep = (1.0 - is_first.to(embed.dtype)).unsqueeze(-1)  # (T, B, 1)
         action_proj = self.img_in_action(self._bound_action(action)) * keep  # (T, B, hidden)
         embed_proj = self.obs_out_embed(embed)  # (T, B, hidden)
-        deters, stochs, log_probs = [], [], []
+        deters, stochs, logits = [], [], []
         for t in range(num_steps):
             reset = 1.0 - keep[t]
             state = RSSMState(
@@ -160,15 +164,15 @@ class RSSM(nn.Module):
             )
             deter = self._recurrent(state, action_proj[t])
             hidden = F.silu(self.obs_out_norm(self.obs_out_deter(deter) + embed_proj[t]))
-            step_log_probs = unimix_log_probs(
-                self.post_logits(hidden).unflatten(-1, (self.stoch_size, self.classes)), self.unimix
-            )
-            stoch = sample_one_hot(step_log_probs) if sample else mode_one_hot(step_log_probs)
-            state = RSSMState(deter, straight_through(stoch, step_log_probs).flatten(-2))
+            step_logits = self.post_logits(hidden).unflatten(-1, (self.stoch_size, self.classes))
+            probs = unimix_probs(step_logits, self.unimix)
+            stoch = sample_one_hot(probs) if sample else mode_one_hot(probs)
+            state = RSSMState(deter, straight_through(stoch, probs).flatten(-2))
             deters.append(state.deter)
             stochs.append(state.stoch)
-            log_probs.append(step_log_probs)
-        return ObservedSequence(torch.stack(deters), torch.stack(stochs), torch.stack(log_probs), state)
+            logits.append(step_logits)
+        post_log_probs = unimix_log_probs(torch.stack(logits), self.unimix)  # (T, B, S, K)
+        return ObservedSequence(torch.stack(deters), torch.stack(stochs), post_log_probs, state)
 
 
 class ObservationDecoder(Protocol):

@@ -68,17 +68,17 @@ def test_unimix_puts_floor_under_probabilities():
 
 def test_sample_one_hot_frequencies_follow_probabilities():
     torch.manual_seed(0)
-    log_probs = torch.log(torch.tensor([0.1, 0.2, 0.7])).expand(20000, 3)
-    samples = sample_one_hot(log_probs)
+    probs = torch.tensor([0.1, 0.2, 0.7]).expand(20000, 3)
+    samples = sample_one_hot(probs)
     assert torch.all(samples.sum(-1) == 1)
     torch.testing.assert_close(samples.mean(0), torch.tensor([0.1, 0.2, 0.7]), atol=0.015, rtol=0)
 
 
 def test_straight_through_has_sample_value_and_probability_gradient():
     logits = torch.tensor([[0.5, -0.2, 1.0]], requires_grad=True)
-    log_probs = torch.log_softmax(logits, -1)
+    probs = torch.softmax(logits, -1)
     sample = torch.tensor([[0.0, 1.0, 0.0]])
-    out = straight_through(sample, log_probs)
+    out = straight_through(sample, probs)
     torch.testing.assert_close(out, sample)
     (out * torch.tensor([[1.0, 2.0, 3.0]])).sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0

@@ -1,0 +1,209 @@
+"""Sample-efficiency benchmark: Dreamer against zoo-tuned SB3 baselines (BENCHMARKS.md A).
+
+Trains every (algorithm, seed) pair on one task for the same number of env steps, evaluating
+every ``--eval-freq`` steps with SB3's ``evaluate_policy`` (deterministic, separate env). Writes
+one CSV per run, a markdown table and a learning-curve PNG into ``--out``.
+
+Example (what ``docs/benchmarks.md`` reports)::
+
+    python examples/benchmark_sb3.py --env CartPole-v1 --algos dreamer ppo dqn --steps 20000 --jobs 2
+    python examples/benchmark_sb3.py --env Pendulum-v1 --algos dreamer sac --steps 10000 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0}
+
+#: RL Zoo hyperparameters (rl-baselines3-zoo ``hyperparams/*.yml``) for the baselines.
+ZOO_BASELINES: dict[tuple[str, str], dict[str, Any]] = {
+    ("ppo", "CartPole-v1"): dict(
+        n_envs=8,
+        n_steps=32,
+        batch_size=256,
+        gae_lambda=0.8,
+        gamma=0.98,
+        n_epochs=20,
+        ent_coef=0.0,
+        learning_rate=("lin", 0.001),
+        clip_range=("lin", 0.2),
+    ),
+    ("dqn", "CartPole-v1"): dict(
+        learning_rate=2.3e-3,
+        batch_size=64,
+        buffer_size=100000,
+        learning_starts=1000,
+        gamma=0.99,
+        target_update_interval=10,
+        train_freq=256,
+        gradient_steps=128,
+        exploration_fraction=0.16,
+        exploration_final_eps=0.04,
+        policy_kwargs=dict(net_arch=[256, 256]),
+    ),
+    ("sac", "Pendulum-v1"): dict(learning_rate=1e-3),
+}
+
+
+def _linear(start: float):
+    return lambda progress_remaining: progress_remaining * start
+
+
+def make_model(algo: str, env_id: str, seed: int, total_steps: int):
+    """Build the model of ``algo`` for ``env_id`` with the shipped / zoo hyperparameters."""
+    from stable_baselines3 import DQN, PPO, SAC
+    from stable_baselines3.common.env_util import make_vec_env
+
+    if algo == "dreamer":
+        from sb3_dreamer import Dreamer
+        from sb3_dreamer.hyperparams import load_hyperparams
+
+        kwargs = load_hyperparams(env_id)
+        n_envs = kwargs.pop("n_envs", 1)
+        kwargs.pop("n_timesteps", None)
+        kwargs.pop("policy", None)
+        return Dreamer("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, **kwargs)
+    kwargs = dict(ZOO_BASELINES[(algo, env_id)])
+    n_envs = kwargs.pop("n_envs", 1)
+    for key, value in list(kwargs.items()):
+        if isinstance(value, tuple) and value[0] == "lin":
+            kwargs[key] = _linear(value[1])
+    cls = {"ppo": PPO, "dqn": DQN, "sac": SAC}[algo]
+    return cls("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, **kwargs)
+
+
+def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
+    """Train one (algo, env, seed) run and write its evaluation CSV; returns the CSV path."""
+    algo, env_id, seed, total_steps, eval_freq, eval_episodes, out = job
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
+
+    torch.set_num_threads(1)
+    model = make_model(algo, env_id, seed, total_steps)
+    eval_env = Monitor(gym.make(env_id))
+    eval_env.reset(seed=10_000 + seed)
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def evaluate(steps: int) -> None:
+        mean, std = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
+        rows.append(dict(algo=algo, env=env_id, seed=seed, steps=steps, mean=mean, std=std,
+                         wall_seconds=round(time.perf_counter() - start, 1)))
+        print(f"[{algo} {env_id} seed {seed}] {steps} steps: {mean:.1f} +- {std:.1f} "
+              f"({rows[-1]['wall_seconds']} s)", flush=True)
+
+    class EvalEvery(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_eval = eval_freq
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next_eval:
+                evaluate(self.next_eval)
+                self.next_eval += eval_freq
+            return True
+
+    model.learn(total_steps, callback=EvalEvery())
+    path = Path(out) / f"{env_id}_{algo}_seed{seed}.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
+
+
+def summarise(out: Path, env_id: str, algos: list[str]) -> str:
+    """Markdown table (mean ± std over seeds per budget, steps to threshold) and a PNG plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = []
+    threshold = THRESHOLDS.get(env_id)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    table: dict[str, dict[int, list[float]]] = {}
+    reach: dict[str, list[str]] = {}
+    wall: dict[str, list[float]] = {}
+    for algo in algos:
+        curves: dict[int, list[float]] = {}
+        reach[algo], wall[algo] = [], []
+        for path in sorted(out.glob(f"{env_id}_{algo}_seed*.csv")):
+            with open(path) as handle:
+                rows = list(csv.DictReader(handle))
+            hit = next((int(r["steps"]) for r in rows if threshold is not None and float(r["mean"]) >= threshold), None)
+            reach[algo].append("-" if hit is None else str(hit))
+            wall[algo].append(float(rows[-1]["wall_seconds"]))
+            for row in rows:
+                curves.setdefault(int(row["steps"]), []).append(float(row["mean"]))
+        if not curves:
+            continue
+        table[algo] = curves
+        steps = sorted(curves)
+        means = np.array([np.mean(curves[s]) for s in steps])
+        stds = np.array([np.std(curves[s]) for s in steps])
+        ax.plot(steps, means, label=f"{algo} ({len(curves[steps[0]])} seeds)")
+        ax.fill_between(steps, means - stds, means + stds, alpha=0.2)
+    if threshold is not None:
+        ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label="threshold")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("mean eval return (10 episodes, deterministic)")
+    ax.set_title(env_id)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / f"{env_id}.png", dpi=100)
+    budgets = sorted({s for curves in table.values() for s in curves})
+    shown = [b for b in budgets if b % max(budgets[-1] // 5, 1) == 0 or b == budgets[-1]]
+    lines.append("| algo | " + " | ".join(f"{b // 1000}k" for b in shown) + " | steps to threshold (per seed) | wall-clock per run |")
+    lines.append("|---" * (len(shown) + 3) + "|")
+    for algo, curves in table.items():
+        cells = [
+            f"{np.mean(curves[b]):.0f} ± {np.std(curves[b]):.0f}" if b in curves else "" for b in shown
+        ]
+        lines.append(
+            f"| {algo} | " + " | ".join(cells) + f" | {', '.join(reach[algo])} | {np.mean(wall[algo]) / 60:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--algos", nargs="+", default=["dreamer", "ppo"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--eval-freq", type=int, default=1000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
+    parser.add_argument("--out", default="docs/results")
+    parser.add_argument("--summary-only", action="store_true", help="only rebuild the table and plot")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.summary_only:
+        jobs = [
+            (algo, args.env, seed, args.steps, args.eval_freq, args.eval_episodes, str(out))
+            for algo in args.algos
+            for seed in args.seeds
+        ]
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            for path in pool.imap_unordered(run_one, jobs):
+                print("wrote", path, flush=True)
+    print(f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, 1 thread each\n")
+    print(summarise(out, args.env, args.algos))
+
+
+if __name__ == "__main__":
+    main()

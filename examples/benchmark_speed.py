@@ -1,0 +1,132 @@
+"""Compute benchmark (BENCHMARKS.md B): update speed, FLOPs, utilisation, latency, memory.
+
+For each size preset, on a vector task (batch 16 x 64, horizon 15 unless overridden):
+updates per second, model FLOPs per update (``torch.utils.flop_counter.FlopCounterMode``), the
+achieved FLOP/s as a fraction of this machine's float32 and bfloat16 matmul peaks (measured in
+the same run), ``predict`` latency for 1 and 8 envs, env steps per second during ``learn`` at the
+shipped train ratio, peak resident memory and replay bytes per stored step. Prints a markdown
+table.
+
+    python examples/benchmark_speed.py --sizes T XS S --precisions fp32 bf16 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+from torch.utils.flop_counter import FlopCounterMode
+
+from sb3_dreamer import Dreamer, SequenceReplayBuffer
+
+
+def matmul_peak(dtype: torch.dtype, size: tuple[int, int, int] = (16384, 512, 512), repeats: int = 10) -> float:
+    """Achieved FLOP/s of a Dreamer-shaped matmul in ``dtype`` (best of ``repeats``)."""
+    n, k, m = size
+    a, b = torch.randn(n, k, dtype=dtype), torch.randn(k, m, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n * k * m / best
+
+
+def bench_size(env_id: str, size: str, precision: str, batch: int, length: int, updates: int) -> dict:
+    """Measure one configuration; returns a row of the table."""
+    model = Dreamer(
+        "MlpPolicy", env_id, model_size=size, precision=precision, batch_size=batch,
+        sequence_length=length, learning_starts=0, gradient_steps=0, seed=0,
+    )
+    model.learn(max(2 * length, 256))
+    policy, buffer = model.policy, model.replay_buffer
+    batches = [buffer.sample(batch) for _ in range(updates + 1)]
+    policy.set_training_mode(True)
+    policy.train_step(batches[0])
+    counter = FlopCounterMode(display=False)
+    with counter:
+        policy.train_step(batches[0])
+    flops = counter.get_total_flops()
+    start = time.perf_counter()
+    for sample in batches[1:]:
+        policy.train_step(sample)
+    seconds = (time.perf_counter() - start) / updates
+
+    latencies = {}
+    for n_envs in (1, 8):
+        obs = np.stack([model.observation_space.sample() for _ in range(n_envs)])
+        state, starts = None, np.zeros(n_envs, dtype=bool)
+        for _ in range(5):
+            _, state = policy.predict(obs, state, starts)
+        start = time.perf_counter()
+        for _ in range(50):
+            _, state = policy.predict(obs, state, starts)
+        latencies[n_envs] = (time.perf_counter() - start) / 50 * 1e3
+
+    # env steps per second during learn at the default train ratio (one update every 2 steps)
+    collector = Dreamer(
+        "MlpPolicy", make_vec_env(env_id, n_envs=1), model_size=size, precision=precision,
+        batch_size=batch, sequence_length=length, learning_starts=length, train_freq=2, seed=0,
+    )
+    collector.learn(length + 2)
+    start = time.perf_counter()
+    steps = 40
+    collector.learn(steps, reset_num_timesteps=False)
+    env_steps_per_second = steps / (time.perf_counter() - start)
+    return dict(
+        size=size,
+        precision=precision,
+        dtype=str(policy.compute_dtype).replace("torch.", ""),
+        params_world_model=sum(p.numel() for p in policy.world_model.parameters()),
+        seconds_per_update=seconds,
+        gflop_per_update=flops / 1e9,
+        achieved_gflops=flops / seconds / 1e9,
+        predict_ms_1=latencies[1],
+        predict_ms_8=latencies[8],
+        env_steps_per_second=env_steps_per_second,
+        bytes_per_step=SequenceReplayBuffer.bytes_per_step(model.observation_space, model.action_space),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument("--sizes", nargs="+", default=["T", "XS", "S"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--updates", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+          f"{args.env}, batch {args.batch} x {args.length}")
+    print(f"matmul peak (16384x512 @ 512x512): float32 {peak32 / 1e9:.0f} GFLOP/s, bfloat16 {peak16 / 1e9:.0f} GFLOP/s\n")
+    print("| size | precision | WM params | s/update | GFLOP/update | GFLOP/s | % fp32 peak | % bf16 peak "
+          "| predict 1 env (ms) | predict 8 envs (ms) | env steps/s in learn | buffer B/step |")
+    print("|---" * 12 + "|")
+    for size in args.sizes:
+        for precision in args.precisions:
+            row = bench_size(args.env, size, precision, args.batch, args.length, args.updates)
+            print(
+                f"| {size} | {row['dtype']} | {row['params_world_model'] / 1e6:.2f}M | {row['seconds_per_update']:.3f} "
+                f"| {row['gflop_per_update']:.1f} | {row['achieved_gflops']:.0f} "
+                f"| {100 * row['achieved_gflops'] * 1e9 / peak32:.0f}% | {100 * row['achieved_gflops'] * 1e9 / peak16:.0f}% "
+                f"| {row['predict_ms_1']:.2f} | {row['predict_ms_8']:.2f} | {row['env_steps_per_second']:.1f} "
+                f"| {row['bytes_per_step']} |",
+                flush=True,
+            )
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak resident memory of the whole run: {peak_rss_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Shapes and invariants of the RSSM, the world-model losses and the actor-critic."""
+
+from __future__ import annotations
+
+import torch
+
+from sb3_dreamer.behavior import ActionSpec, ActorCritic, imagine
+from sb3_dreamer.presets import make_config
+from sb3_dreamer.world_model import RSSM, VectorDecoder, VectorEncoder, WorldModel
+
+CONFIG = make_config("v3", "tiny")
+SPEC = ActionSpec(discrete=True, heads=1, classes=3, valid_classes=(3,), dim=1)
+
+
+def make_world_model(obs_dim: int = 5) -> WorldModel:
+    encoder = VectorEncoder(obs_dim, CONFIG.units, CONFIG.layers)
+    feature_size = CONFIG.deter_size + CONFIG.stoch_size * CONFIG.classes
+    decoder = VectorDecoder(feature_size, obs_dim, CONFIG.units, CONFIG.layers)
+    return WorldModel(encoder, decoder, encoder.embed_size, SPEC.encoding_size, CONFIG)
+
+
+def test_rssm_observe_and_imagine_shapes():
+    torch.manual_seed(0)
+    rssm = RSSM(embed_size=7, action_size=3, deter_size=16, hidden_size=12, stoch_size=4, classes=5, unimix=0.01)
+    T, B = 6, 3
+    observed = rssm.observe(torch.randn(T, B, 7), torch.randn(T, B, 3), torch.zeros(T, B))
+    assert observed.deter.shape == (T, B, 16)
+    assert observed.stoch.shape == (T, B, 20)
+    assert observed.post_log_probs.shape == (T, B, 4, 5)
+    # stochastic samples are one-hot per latent
+    torch.testing.assert_close(observed.stoch.view(T, B, 4, 5).sum(-1), torch.ones(T, B, 4))
+    assert torch.all(observed.stoch.detach().round().view(T, B, 4, 5).sum(-1) == 1)
+    nxt = rssm.img_step(observed.last, torch.randn(B, 3))
+    assert nxt.deter.shape == (B, 16) and nxt.stoch.shape == (B, 20)
+    assert rssm.prior_log_probs(observed.deter).shape == (T, B, 4, 5)
+
+
+def test_is_first_resets_to_initial_state():
+    torch.manual_seed(0)
+    rssm = RSSM(7, 3, 16, 12, 4, 5, 0.01)
+    embed, action = torch.randn(4, 2, 7), torch.randn(4, 2, 3)
+    is_first = torch.zeros(4, 2)
+    is_first[2, 0] = 1.0
+    full = rssm.observe(embed, action, is_first, sample=False)
+    # the sequence from step 2 of stream 0 equals a fresh observe of that suffix
+    starts = torch.tensor([[1.0], [0.0]])
+    fresh = rssm.observe(embed[2:, :1], action[2:, :1], starts, sample=False)
+    torch.testing.assert_close(full.deter[2:, :1], fresh.deter)
+    torch.testing.assert_close(full.stoch[2:, :1], fresh.stoch)
+    # stream 1 was not reset, so it differs from a fresh start
+    fresh1 = rssm.observe(embed[2:, 1:], action[2:, 1:], starts, sample=False)
+    assert not torch.allclose(full.deter[2:, 1:], fresh1.deter)
+
+
+def test_free_bits_clamp_kl_and_stop_their_gradient():
+    model = make_world_model()
+    post = torch.log_softmax(torch.randn(2, 3, 4, 4) * 0.01, -1).requires_grad_(True)
+    prior = torch.log_softmax(torch.randn(2, 3, 4, 4) * 0.01, -1).requires_grad_(True)
+    dyn, rep = model.kl_losses(post, prior)
+    assert torch.all(dyn == CONFIG.free_bits) and torch.all(rep == CONFIG.free_bits)
+    (dyn.sum() + rep.sum()).backward()
+    assert post.grad.abs().max() == 0 and prior.grad.abs().max() == 0
+
+
+def test_kl_terms_send_gradients_to_their_side():
+    model = make_world_model()
+    post = torch.log_softmax(torch.randn(2, 3, 4, 4) * 5, -1).requires_grad_(True)
+    prior = torch.log_softmax(torch.randn(2, 3, 4, 4) * 5, -1).requires_grad_(True)
+    dyn, rep = model.kl_losses(post, prior)
+    assert torch.all(dyn > CONFIG.free_bits)
+    dyn.sum().backward()
+    assert post.grad is None or post.grad.abs().max() == 0
+    assert prior.grad.abs().max() > 0
+    post.grad, prior.grad = None, None
+    dyn, rep = model.kl_losses(post, prior)
+    rep.sum().backward()
+    assert post.grad.abs().max() > 0
+    assert prior.grad is None or prior.grad.abs().max() == 0
+
+
+def test_reward_and_critic_heads_start_at_zero():
+    model = make_world_model()
+    actor_critic = ActorCritic(model.rssm.feature_size, SPEC, CONFIG)
+    features = torch.randn(10, model.rssm.feature_size)
+    assert model.reward(features).abs().max() < 1e-5
+    assert actor_critic.value(features).abs().max() < 1e-5
+
+
+def test_world_model_loss_and_imagination_shapes():
+    torch.manual_seed(0)
+    model = make_world_model()
+    T, B = 5, 2
+    actions = torch.nn.functional.one_hot(torch.randint(0, 3, (T, B)), 3).float()
+    out = model.loss(torch.randn(T, B, 5), actions, torch.randn(T, B), torch.zeros(T, B), torch.zeros(T, B))
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.rssm.parameters() if p.requires_grad)
+    assert out.posterior.deter.shape == (T * B, CONFIG.deter_size)
+    actor_critic = ActorCritic(model.rssm.feature_size, SPEC, CONFIG)
+    trajectory = imagine(model, actor_critic.actor, out.posterior, CONFIG.horizon, grad=False)
+    assert trajectory.features.shape == (CONFIG.horizon + 1, T * B, model.rssm.feature_size)
+    assert trajectory.actions.shape == (CONFIG.horizon, T * B, 3)
+    # the start state is index 0 of the imagined trajectory
+    torch.testing.assert_close(trajectory.features[0], out.posterior.features())
+    actor = actor_critic.actor_loss(model, out.posterior, out.start_continue)
+    assert actor.returns.shape == (CONFIG.horizon, T * B)
+    assert torch.isfinite(actor_critic.critic_loss(actor))
