@@ -77,7 +77,7 @@ def bench_size(env_id: str, size: str, precision: str, batch: int, length: int, 
     )
     collector.learn(length + 2)
     start = time.perf_counter()
-    steps = 40
+    steps = 8
     collector.learn(steps, reset_num_timesteps=False)
     env_steps_per_second = steps / (time.perf_counter() - start)
     return dict(

@@ -18,6 +18,7 @@ from sb3_dreamer.distributions import (
     gaussian_log_prob,
     mode_one_hot,
     sample_one_hot,
+    straight_through,
     symlog_bins,
     two_hot_symlog_loss,
     two_hot_symlog_mean,
@@ -94,7 +95,8 @@ class Actor(nn.Module):
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         """Reparameterised (continuous) or one-hot (discrete) sample: ``(..., P) -> (..., A)``."""
         if self.spec.discrete:
-            return sample_one_hot(self._probs(params)).flatten(-2)
+            probs = self._probs(params)
+            return straight_through(sample_one_hot(probs), probs).flatten(-2)
         mean, std = self._mean_std(params)
         return mean + std * torch.randn_like(std)
 
@@ -155,10 +157,17 @@ class ReturnNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, returns: torch.Tensor) -> torch.Tensor:
-        """Update the EMA from a batch of returns and return the current scale ``()``."""
+        """Update the EMA from a batch of returns and return the current scale ``()``.
+
+        A batch with non-finite returns leaves the statistics unchanged (the update that produced
+        it is skipped by the caller), so one bad batch cannot poison all later ones.
+        """
         low, high = torch.quantile(returns.detach().flatten().float(), self.quantiles)
-        self.low.mul_(self.decay).add_((1.0 - self.decay) * low)
-        self.high.mul_(self.decay).add_((1.0 - self.decay) * high)
+        finite = torch.isfinite(low) & torch.isfinite(high)
+        new_low = self.low * self.decay + (1.0 - self.decay) * low
+        new_high = self.high * self.decay + (1.0 - self.decay) * high
+        self.low.copy_(torch.where(finite, new_low, self.low))
+        self.high.copy_(torch.where(finite, new_high, self.high))
         return self.scale()
 
     def scale(self) -> torch.Tensor:
@@ -178,18 +187,19 @@ def imagine(
 ) -> Imagination:
     """Roll the RSSM prior forward ``horizon`` steps from every start state with the actor.
 
-    With ``grad=False`` (Reinforce actors) the dynamics are not recorded for autograd, but the
-    actor's outputs keep their graph to the actor's weights, so the actor loss reuses them instead
-    of running the actor again. With ``grad=True`` (backprop actors) gradients flow from the
-    features through the dynamics into the actor; freeze the world model's parameters first to
-    skip their weight gradients.
+    The actor reads stopped-gradient states, as in DreamerV3; its outputs keep their graph to the
+    actor's weights, so a Reinforce actor loss reuses them instead of running the actor again.
+    With ``grad=False`` (Reinforce actors) the dynamics are not recorded for autograd. With
+    ``grad=True`` (backprop actors) gradients flow from the imagined features back through the
+    dynamics into the sampled actions and so into the actor; freeze the world model's parameters
+    first to skip their weight gradients.
     """
     state = start
     features = [state.features()]
     actions, params = [], []
     for _ in range(horizon):
         with torch.enable_grad():
-            step_params = actor(features[-1])
+            step_params = actor(features[-1].detach())
         params.append(step_params)
         with torch.set_grad_enabled(grad):
             action = actor.sample(step_params if grad else step_params.detach())

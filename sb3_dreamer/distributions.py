@@ -78,7 +78,7 @@ def two_hot_symlog_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.
 
 def two_hot_symlog_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Expected value of a two-hot head, mapped back with symexp: ``(..., K) -> (...)``."""
-    return symexp(torch.softmax(logits.float(), dim=-1) @ bins)
+    return symexp((torch.softmax(logits.float(), dim=-1) * bins).sum(-1))
 
 
 def unimix_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
@@ -108,10 +108,12 @@ def sample_one_hot(probs: torch.Tensor) -> torch.Tensor:
     """One-hot sample per row by inverse-CDF sampling: ``(..., K) -> (..., K)``.
 
     One uniform number per row and a cumulative sum; cheaper than Gumbel-max's two logarithms
-    per class in the RSSM and imagination loops.
+    per class in the RSSM and imagination loops. The uniform draw is scaled by the last CDF value,
+    so rounding can never select a class of probability zero.
     """
-    uniform = torch.rand(*probs.shape[:-1], 1, device=probs.device, dtype=probs.dtype)
-    index = (probs.cumsum(-1) < uniform).sum(-1).clamp_(max=probs.shape[-1] - 1)
+    cdf = probs.cumsum(-1)
+    uniform = torch.rand(*probs.shape[:-1], 1, device=probs.device, dtype=probs.dtype) * cdf[..., -1:]
+    index = (cdf < uniform).sum(-1).clamp_(max=probs.shape[-1] - 1)
     return _one_hot_like(probs, index)
 
 

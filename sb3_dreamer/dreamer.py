@@ -7,7 +7,6 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -120,8 +119,10 @@ class Dreamer(OffPolicyAlgorithm):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         _check_positive(buffer_size=buffer_size, batch_size=batch_size, sequence_length=sequence_length)
-        if not isinstance(gradient_steps, int) or gradient_steps < 0:
-            raise ValueError(f"gradient_steps must be a non-negative integer, got {gradient_steps!r}")
+        if not isinstance(gradient_steps, int) or gradient_steps < -1:
+            raise ValueError(
+                f"gradient_steps must be a non-negative integer or -1 (as many as env steps), got {gradient_steps!r}"
+            )
         if not isinstance(learning_starts, int) or learning_starts < 0:
             raise ValueError(f"learning_starts must be a non-negative integer, got {learning_starts!r}")
         if env is not None:
@@ -220,12 +221,8 @@ class Dreamer(OffPolicyAlgorithm):
         )
         encoded_action = output.action
         if self.num_timesteps < learning_starts:
-            random_action = np.array([self.action_space.sample() for _ in range(n_envs)])
-            if isinstance(self.action_space, spaces.Box):
-                buffer_action = policy.scale_action(random_action).astype(np.float32).reshape(n_envs, -1)
-            else:
-                buffer_action = random_action.astype(np.float32).reshape(n_envs, -1)
-            action = random_action
+            action = np.array([self.action_space.sample() for _ in range(n_envs)])
+            buffer_action = policy.buffer_actions_from_env(action)
             encoded_action = policy.encode_actions(torch.as_tensor(buffer_action, device=self.device))
         else:
             action, buffer_action = policy.decode_actions(encoded_action)

@@ -74,8 +74,9 @@ class DreamerPolicy(BasePolicy):
         action_space: spaces.Space,
         lr_schedule: Schedule,
         config: DreamerConfig | None = None,
+        normalize_images: bool = False,
     ) -> None:
-        super().__init__(observation_space, action_space, normalize_images=False, squash_output=False)
+        super().__init__(observation_space, action_space, normalize_images=normalize_images, squash_output=False)
         if not isinstance(observation_space, spaces.Box):
             raise TypeError(
                 f"{type(self).__name__} needs a Box observation space, got {observation_space}; "
@@ -83,6 +84,8 @@ class DreamerPolicy(BasePolicy):
             )
         self.config = config if config is not None else make_config()
         self.action_spec = action_spec_from_space(action_space)
+        # gymnasium's Discrete/MultiDiscrete may count from `start`; the model counts from 0
+        self._action_start = np.asarray(getattr(action_space, "start", 0), dtype=np.int64).reshape(-1)
         cfg = self.config
         obs_dim = int(np.prod(observation_space.shape))
         encoder = VectorEncoder(obs_dim, cfg.units, cfg.layers)
@@ -105,7 +108,7 @@ class DreamerPolicy(BasePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(config=self.config)
+        data.update(config=self.config, lr_schedule=self._dummy_schedule)
         return data
 
     # ------------------------------------------------------------------ actions
@@ -117,6 +120,16 @@ class DreamerPolicy(BasePolicy):
         indices = actions.long().clamp(min=0)
         return nn.functional.one_hot(indices, spec.classes).flatten(-2).float()
 
+    def buffer_actions_from_env(self, env_actions: np.ndarray) -> np.ndarray:
+        """Env-format actions (a batch) to what the replay buffer stores: ``(n, action_dim)`` float32."""
+        n = len(env_actions)
+        if isinstance(self.action_space, spaces.Box):
+            return self.scale_action(np.asarray(env_actions)).astype(np.float32).reshape(n, -1)
+        indices = np.asarray(env_actions, dtype=np.int64).reshape(n, -1)
+        if isinstance(self.action_space, (spaces.Discrete, spaces.MultiDiscrete)):
+            indices = indices - self._action_start
+        return indices.astype(np.float32)
+
     def decode_actions(self, encoded: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Model actions ``(n, A)`` to ``(env_action, buffer_action)`` numpy arrays.
 
@@ -127,7 +140,9 @@ class DreamerPolicy(BasePolicy):
         if spec.discrete:
             indices = encoded.unflatten(-1, (spec.heads, spec.classes)).argmax(-1).cpu().numpy()
             if isinstance(self.action_space, spaces.Discrete):
-                env_action = indices[:, 0]
+                env_action = indices[:, 0] + self._action_start[0]
+            elif isinstance(self.action_space, spaces.MultiDiscrete):
+                env_action = indices + self._action_start
             else:
                 env_action = indices.reshape((-1, *self.action_space.shape))
             return env_action.astype(self.action_space.dtype), indices.astype(np.float32)
@@ -250,11 +265,21 @@ class DreamerPolicy(BasePolicy):
             for param in params:
                 param.requires_grad_(True)
 
-    def train_step(self, batch: SequenceBatch) -> tuple[dict[str, torch.Tensor], bool]:
-        """One Dreamer update: world model, then actor, then critic (and the slow critic).
+    @staticmethod
+    def _step_if_finite(optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """Apply ``optimizer`` only when the loss and the gradient norm are finite."""
+        finite = bool(torch.isfinite(torch.stack([loss.detach().float(), grad_norm.float()])).all())
+        if finite:
+            optimizer.step()
+        return finite
 
-        :return: metrics (0-d tensors) and whether the update was applied (``False`` when a loss
-            was not finite: no parameter then changes)
+    def train_step(self, batch: SequenceBatch) -> tuple[dict[str, torch.Tensor], bool]:
+        """One Dreamer update: world model, then actor (imagining with the updated world model),
+        then critic and its slow copy, as in DreamerV3.
+
+        A part whose loss or gradient is not finite is not applied.
+
+        :return: metrics (0-d tensors) and whether every part was applied
         """
         cfg = self.config
         actions = self.encode_actions(batch.actions)
@@ -265,6 +290,7 @@ class DreamerPolicy(BasePolicy):
         self.world_model_optimizer.zero_grad(set_to_none=True)
         wm.loss.backward()
         wm_norm = nn.utils.clip_grad_norm_(self.world_model.parameters(), cfg.model_grad_clip)
+        wm_applied = self._step_if_finite(self.world_model_optimizer, wm.loss, wm_norm)
 
         frozen = (self.world_model, self.actor_critic.critic) if self.actor_critic.uses_backprop else ()
         with self.frozen(*frozen), autocast(self.device, self.compute_dtype):
@@ -272,22 +298,20 @@ class DreamerPolicy(BasePolicy):
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor.loss.backward()
         actor_norm = nn.utils.clip_grad_norm_(self.actor_critic.actor.parameters(), cfg.actor_critic_grad_clip)
+        actor_applied = self._step_if_finite(self.actor_optimizer, actor.loss, actor_norm)
+
         with autocast(self.device, self.compute_dtype):
             critic_loss = self.actor_critic.critic_loss(actor)
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         critic_norm = nn.utils.clip_grad_norm_(self.actor_critic.critic.parameters(), cfg.actor_critic_grad_clip)
-
-        finite = torch.stack([wm.loss, actor.loss, critic_loss, wm_norm, actor_norm, critic_norm])
-        applied = bool(torch.isfinite(finite).all())
-        if applied:
-            self.world_model_optimizer.step()
-            self.actor_optimizer.step()
-            self.critic_optimizer.step()
+        critic_applied = self._step_if_finite(self.critic_optimizer, critic_loss, critic_norm)
+        if critic_applied:
             self.actor_critic.update_slow_critic()
+
         metrics = {**wm.metrics, **actor.metrics, "critic_loss": critic_loss.detach()}
         metrics.update(world_model_grad_norm=wm_norm, actor_grad_norm=actor_norm, critic_grad_norm=critic_norm)
-        return metrics, applied
+        return metrics, wm_applied and actor_applied and critic_applied
 
 
 MlpPolicy = DreamerPolicy

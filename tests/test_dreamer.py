@@ -46,6 +46,8 @@ ACTION_SPACES = {
     "discrete": spaces.Discrete(3),
     "multidiscrete": spaces.MultiDiscrete([2, 4, 3]),
     "multibinary": spaces.MultiBinary(3),
+    "discrete_with_start": spaces.Discrete(3, start=-1),
+    "multidiscrete_with_start": spaces.MultiDiscrete([2, 4], start=[1, -2]),
 }
 
 
@@ -72,6 +74,13 @@ def test_every_supported_action_space_learns_and_predicts(name, tiny_kwargs):
     single, _ = model.predict(obs[0])
     assert space.contains(np.asarray(single, dtype=space.dtype))
     assert np.shape(single) == space.shape
+
+
+def test_multidimensional_box_observations_are_flattened(tiny_kwargs):
+    model = Dreamer("MlpPolicy", SpaceEnv(spaces.Discrete(2), obs_shape=(2, 3)), **tiny_kwargs)
+    model.learn(40)
+    actions, _ = model.predict(np.zeros((4, 2, 3), np.float32))
+    assert actions.shape == (4,)
 
 
 @pytest.mark.parametrize(
@@ -105,6 +114,14 @@ def test_unsupported_observation_space_raises(tiny_kwargs):
 def test_invalid_hyperparameters_raise(kwargs, match, tiny_kwargs):
     with pytest.raises((ValueError, TypeError), match=match):
         Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, **kwargs})
+
+
+def test_policy_alone_saves_and_loads(tmp_path, tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    model.policy.save(tmp_path / "policy.pth")
+    policy = type(model.policy).load(tmp_path / "policy.pth")
+    obs = np.stack([model.observation_space.sample() for _ in range(3)])
+    np.testing.assert_array_equal(policy.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
 
 
 def test_save_load_gives_identical_predictions(tmp_path, tiny_kwargs):
