@@ -6,7 +6,8 @@ one CSV per run, a markdown table and a learning-curve PNG into ``--out``.
 
 Example (what ``docs/benchmarks.md`` reports)::
 
-    python examples/benchmark_sb3.py --env CartPole-v1 --algos dreamer ppo dqn --steps 20000 --jobs 2
+    python examples/benchmark_sb3.py --env CartPole-v1 --algos dreamer ppo dqn --steps 20000 \
+        --dreamer-steps 10000 --jobs 2
     python examples/benchmark_sb3.py --env Pendulum-v1 --algos dreamer sac --steps 10000 --jobs 2
 """
 
@@ -99,10 +100,21 @@ def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
 
     def evaluate(steps: int) -> None:
         mean, std = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
-        rows.append(dict(algo=algo, env=env_id, seed=seed, steps=steps, mean=mean, std=std,
-                         wall_seconds=round(time.perf_counter() - start, 1)))
-        print(f"[{algo} {env_id} seed {seed}] {steps} steps: {mean:.1f} +- {std:.1f} "
-              f"({rows[-1]['wall_seconds']} s)", flush=True)
+        rows.append(
+            dict(
+                algo=algo,
+                env=env_id,
+                seed=seed,
+                steps=steps,
+                mean=mean,
+                std=std,
+                wall_seconds=round(time.perf_counter() - start, 1),
+            )
+        )
+        print(
+            f"[{algo} {env_id} seed {seed}] {steps} steps: {mean:.1f} +- {std:.1f} ({rows[-1]['wall_seconds']} s)",
+            flush=True,
+        )
 
     class EvalEvery(BaseCallback):
         def __init__(self) -> None:
@@ -143,7 +155,8 @@ def summarise(out: Path, env_id: str, algos: list[str]) -> str:
         for path in sorted(out.glob(f"{env_id}_{algo}_seed*.csv")):
             with open(path) as handle:
                 rows = list(csv.DictReader(handle))
-            hit = next((int(r["steps"]) for r in rows if threshold is not None and float(r["mean"]) >= threshold), None)
+            reached = [int(r["steps"]) for r in rows if threshold is not None and float(r["mean"]) >= threshold]
+            hit = reached[0] if reached else None
             reach[algo].append("-" if hit is None else str(hit))
             wall[algo].append(float(rows[-1]["wall_seconds"]))
             for row in rows:
@@ -165,13 +178,13 @@ def summarise(out: Path, env_id: str, algos: list[str]) -> str:
     fig.tight_layout()
     fig.savefig(out / f"{env_id}.png", dpi=100)
     budgets = sorted({s for curves in table.values() for s in curves})
-    shown = [b for b in budgets if b % max(budgets[-1] // 5, 1) == 0 or b == budgets[-1]]
-    lines.append("| algo | " + " | ".join(f"{b // 1000}k" for b in shown) + " | steps to threshold (per seed) | wall-clock per run |")
+    stride = 2000 if budgets[-1] >= 10_000 else 1
+    shown = [b for b in budgets if b % stride == 0 or b == budgets[-1]]
+    header = " | ".join(f"{b // 1000}k" for b in shown)
+    lines.append(f"| algo | {header} | steps to threshold (per seed) | wall-clock per run |")
     lines.append("|---" * (len(shown) + 3) + "|")
     for algo, curves in table.items():
-        cells = [
-            f"{np.mean(curves[b]):.0f} ± {np.std(curves[b]):.0f}" if b in curves else "" for b in shown
-        ]
+        cells = [f"{np.mean(curves[b]):.0f} ± {np.std(curves[b]):.0f}" if b in curves else "" for b in shown]
         lines.append(
             f"| {algo} | " + " | ".join(cells) + f" | {', '.join(reach[algo])} | {np.mean(wall[algo]) / 60:.1f} min |"
         )
@@ -184,6 +197,8 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=["dreamer", "ppo"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=10_000)
+
+    parser.add_argument("--dreamer-steps", type=int, default=None, help="Dreamer's budget, if not --steps")
     parser.add_argument("--eval-freq", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
@@ -194,14 +209,17 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         jobs = [
-            (algo, args.env, seed, args.steps, args.eval_freq, args.eval_episodes, str(out))
+            (algo, args.env, seed, steps, args.eval_freq, args.eval_episodes, str(out))
             for algo in args.algos
             for seed in args.seeds
+            for steps in [args.dreamer_steps if algo == "dreamer" and args.dreamer_steps else args.steps]
         ]
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             for path in pool.imap_unordered(run_one, jobs):
                 print("wrote", path, flush=True)
-    print(f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, 1 thread each\n")
+    print(
+        f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, 1 thread each\n"
+    )
     print(summarise(out, args.env, args.algos))
 
 

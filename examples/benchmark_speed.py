@@ -42,8 +42,15 @@ def matmul_peak(dtype: torch.dtype, size: tuple[int, int, int] = (16384, 512, 51
 def bench_size(env_id: str, size: str, precision: str, batch: int, length: int, updates: int) -> dict:
     """Measure one configuration; returns a row of the table."""
     model = Dreamer(
-        "MlpPolicy", env_id, model_size=size, precision=precision, batch_size=batch,
-        sequence_length=length, learning_starts=0, gradient_steps=0, seed=0,
+        "MlpPolicy",
+        env_id,
+        model_size=size,
+        precision=precision,
+        batch_size=batch,
+        sequence_length=length,
+        learning_starts=0,
+        gradient_steps=0,
+        seed=0,
     )
     model.learn(max(2 * length, 256))
     policy, buffer = model.policy, model.replay_buffer
@@ -72,8 +79,15 @@ def bench_size(env_id: str, size: str, precision: str, batch: int, length: int, 
 
     # env steps per second during learn at the default train ratio (one update every 2 steps)
     collector = Dreamer(
-        "MlpPolicy", make_vec_env(env_id, n_envs=1), model_size=size, precision=precision,
-        batch_size=batch, sequence_length=length, learning_starts=length, train_freq=2, seed=0,
+        "MlpPolicy",
+        make_vec_env(env_id, n_envs=1),
+        model_size=size,
+        precision=precision,
+        batch_size=batch,
+        sequence_length=length,
+        learning_starts=length,
+        train_freq=2,
+        seed=0,
     )
     collector.learn(length + 2)
     start = time.perf_counter()
@@ -107,19 +121,25 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-          f"{args.env}, batch {args.batch} x {args.length}")
-    print(f"matmul peak (16384x512 @ 512x512): float32 {peak32 / 1e9:.0f} GFLOP/s, bfloat16 {peak16 / 1e9:.0f} GFLOP/s\n")
-    print("| size | precision | WM params | s/update | GFLOP/update | GFLOP/s | % fp32 peak | % bf16 peak "
-          "| predict 1 env (ms) | predict 8 envs (ms) | env steps/s in learn | buffer B/step |")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+        f"{args.env}, batch {args.batch} x {args.length}"
+    )
+    print(
+        f"matmul peak (16384x512 @ 512x512): float32 {peak32 / 1e9:.0f} GFLOP/s, bfloat16 {peak16 / 1e9:.0f} GFLOP/s\n"
+    )
+    print(
+        "| size | precision | WM params | s/update | GFLOP/update | GFLOP/s | % fp32 peak | % bf16 peak "
+        "| predict 1 env (ms) | predict 8 envs (ms) | env steps/s in learn | buffer B/step |"
+    )
     print("|---" * 12 + "|")
     for size in args.sizes:
         for precision in args.precisions:
             row = bench_size(args.env, size, precision, args.batch, args.length, args.updates)
-            print(
+            achieved = row["achieved_gflops"] * 1e9
                 f"| {size} | {row['dtype']} | {row['params_world_model'] / 1e6:.2f}M | {row['seconds_per_update']:.3f} "
                 f"| {row['gflop_per_update']:.1f} | {row['achieved_gflops']:.0f} "
-                f"| {100 * row['achieved_gflops'] * 1e9 / peak32:.0f}% | {100 * row['achieved_gflops'] * 1e9 / peak16:.0f}% "
+                f"| {100 * achieved / peak32:.0f}% | {100 * achieved / peak16:.0f}% "
                 f"| {row['predict_ms_1']:.2f} | {row['predict_ms_8']:.2f} | {row['env_steps_per_second']:.1f} "
                 f"| {row['bytes_per_step']} |",
                 flush=True,

@@ -32,8 +32,10 @@ def main() -> None:
     hyperparams.pop("n_timesteps", None)
     policy = hyperparams.pop("policy", "MlpPolicy")
     model = Dreamer(policy, args.env, seed=args.seed, verbose=0, **hyperparams)
-    print(f"Training Dreamer on {args.env} for {total_steps} env steps "
-          f"(model size {model.model_size}, precision {model.policy.compute_dtype})")
+    print(
+        f"Training Dreamer on {args.env} for {total_steps} env steps "
+        f"(model size {model.model_size}, precision {model.policy.compute_dtype})"
+    )
     start = time.perf_counter()
     model.learn(total_steps, progress_bar=True)
     print(f"Trained in {time.perf_counter() - start:.0f} s ({model._n_updates} updates)")

@@ -121,9 +121,7 @@ class Actor(nn.Module):
         return gaussian_entropy(self._mean_std(params)[1])
 
 
-def lambda_returns(
-    rewards: torch.Tensor, discounts: torch.Tensor, values: torch.Tensor, lam: float
-) -> torch.Tensor:
+def lambda_returns(rewards: torch.Tensor, discounts: torch.Tensor, values: torch.Tensor, lam: float) -> torch.Tensor:
     """TD(λ) returns bootstrapped from the last value.
 
     ``R_H = v_H``; ``R_t = r_t + d_t * ((1 - λ) v_{t+1} + λ R_{t+1})``.
@@ -182,9 +180,7 @@ class Imagination(NamedTuple):
     actor_params: torch.Tensor  # (H, N, P), actor output in state t
 
 
-def imagine(
-    world_model: WorldModel, actor: Actor, start: RSSMState, horizon: int, grad: bool
-) -> Imagination:
+def imagine(world_model: WorldModel, actor: Actor, start: RSSMState, horizon: int, grad: bool) -> Imagination:
     """Roll the RSSM prior forward ``horizon`` steps from every start state with the actor.
 
     The actor reads stopped-gradient states, as in DreamerV3; its outputs keep their graph to the

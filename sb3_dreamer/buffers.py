@@ -167,9 +167,7 @@ class SequenceReplayBuffer(ReplayBuffer):
             raise ValueError(f"sequence_length must be >= 1, got {sequence_length}")
         capacity = buffer_size // n_envs
         if sequence_length > capacity:
-            raise ValueError(
-                f"sequence_length ({sequence_length}) is longer than buffer_size // n_envs ({capacity})"
-            )
+            raise ValueError(f"sequence_length ({sequence_length}) is longer than buffer_size // n_envs ({capacity})")
         if optimize_memory_usage:
             raise ValueError(
                 "SequenceReplayBuffer does not support optimize_memory_usage=True: "

@@ -11,7 +11,6 @@ construction, argument validation and broadcasting checks would dominate the cos
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:

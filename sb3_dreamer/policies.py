@@ -284,9 +284,7 @@ class DreamerPolicy(BasePolicy):
         cfg = self.config
         actions = self.encode_actions(batch.actions)
         with autocast(self.device, self.compute_dtype):
-            wm = self.world_model.loss(
-                batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal
-            )
+            wm = self.world_model.loss(batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal)
         self.world_model_optimizer.zero_grad(set_to_none=True)
         wm.loss.backward()
         wm_norm = nn.utils.clip_grad_norm_(self.world_model.parameters(), cfg.model_grad_clip)

@@ -108,7 +108,9 @@ def test_lambda_one_is_monte_carlo_and_zero_is_td():
     rewards = torch.tensor([[1.0], [1.0]])
     discounts = torch.full((2, 1), 0.5)
     values = torch.tensor([[0.0], [4.0], [8.0]])
-    torch.testing.assert_close(lambda_returns(rewards, discounts, values, 1.0)[0], torch.tensor([1 + 0.5 * (1 + 0.5 * 8)]))
+    torch.testing.assert_close(
+        lambda_returns(rewards, discounts, values, 1.0)[0], torch.tensor([1 + 0.5 * (1 + 0.5 * 8)])
+    )
     torch.testing.assert_close(lambda_returns(rewards, discounts, values, 0.0)[0], torch.tensor([1 + 0.5 * 4.0]))
 
 

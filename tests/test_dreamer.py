@@ -135,7 +135,10 @@ def test_save_load_gives_identical_predictions(tmp_path, tiny_kwargs):
     for name, tensor in model.policy.state_dict().items():
         torch.testing.assert_close(loaded.policy.state_dict()[name], tensor, rtol=0, atol=0)
     assert loaded.dreamer_config == model.dreamer_config
-    assert loaded.policy.actor_optimizer.state_dict()["state"].keys() == model.policy.actor_optimizer.state_dict()["state"].keys()
+    assert (
+        loaded.policy.actor_optimizer.state_dict()["state"].keys()
+        == model.policy.actor_optimizer.state_dict()["state"].keys()
+    )
 
 
 def test_episode_start_resets_state(tiny_kwargs):
@@ -182,7 +185,9 @@ def test_callbacks_progress_bar_tensorboard_and_evaluate(tmp_path, tiny_kwargs):
     eval_env = CueEnv()
     stop = StopTrainingOnRewardThreshold(reward_threshold=1e9)
     callbacks = [
-        EvalCallback(eval_env, eval_freq=40, n_eval_episodes=2, callback_on_new_best=stop, best_model_save_path=str(tmp_path)),
+        EvalCallback(
+            eval_env, eval_freq=40, n_eval_episodes=2, callback_on_new_best=stop, best_model_save_path=str(tmp_path)
+        ),
         CheckpointCallback(save_freq=50, save_path=str(tmp_path / "ckpt"), save_replay_buffer=True),
     ]
     model = Dreamer("MlpPolicy", CueEnv(), tensorboard_log=str(tmp_path / "tb"), verbose=0, **tiny_kwargs)
@@ -192,7 +197,15 @@ def test_callbacks_progress_bar_tensorboard_and_evaluate(tmp_path, tiny_kwargs):
     assert any(name.endswith(".zip") for name in files) and any("replay_buffer" in name for name in files)
     runs = os.listdir(tmp_path / "tb")
     assert runs and runs[0].startswith("Dreamer")
-    for key in ("train/world_model_loss", "train/actor_loss", "train/critic_loss", "train/kl", "train/return_scale", "train/entropy", "train/updates_per_second"):
+    for key in (
+        "train/world_model_loss",
+        "train/actor_loss",
+        "train/critic_loss",
+        "train/kl",
+        "train/return_scale",
+        "train/entropy",
+        "train/updates_per_second",
+    ):
         assert key in model.logger.name_to_value, key
     mean, _ = evaluate_policy(model, CueEnv(), n_eval_episodes=2)
     assert -10 <= mean <= 10
@@ -224,6 +237,8 @@ def test_set_parameters_copies_weights(tiny_kwargs):
 
 
 def test_train_ratio_follows_train_freq_and_gradient_steps(tiny_kwargs):
-    model = Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, "learning_starts": 0, "train_freq": 2, "gradient_steps": 3})
+    model = Dreamer(
+        "MlpPolicy", CueEnv(), **{**tiny_kwargs, "learning_starts": 0, "train_freq": 2, "gradient_steps": 3}
+    )
     model.learn(40)
     assert model._n_updates == 3 * (40 // 2) - 3 * ((tiny_kwargs["sequence_length"] - 1) // 2)

@@ -17,7 +17,14 @@ LEARN_KWARGS = dict(
     train_freq=2,
     buffer_size=5000,
     precision="fp32",
-    hyperparams={"units": 64, "deter_size": 64, "hidden_size": 64, "model_lr": 1e-3, "actor_lr": 3e-4, "critic_lr": 3e-4},
+    hyperparams={
+        "units": 64,
+        "deter_size": 64,
+        "hidden_size": 64,
+        "model_lr": 1e-3,
+        "actor_lr": 3e-4,
+        "critic_lr": 3e-4,
+    },
 )
 
 
