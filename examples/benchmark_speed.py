@@ -137,6 +137,7 @@ def main() -> None:
         for precision in args.precisions:
             row = bench_size(args.env, size, precision, args.batch, args.length, args.updates)
             achieved = row["achieved_gflops"] * 1e9
+            print(
                 f"| {size} | {row['dtype']} | {row['params_world_model'] / 1e6:.2f}M | {row['seconds_per_update']:.3f} "
                 f"| {row['gflop_per_update']:.1f} | {row['achieved_gflops']:.0f} "
                 f"| {100 * achieved / peak32:.0f}% | {100 * achieved / peak16:.0f}% "
