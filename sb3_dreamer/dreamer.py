@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import pathlib
+import random
 import time
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -152,6 +156,7 @@ class Dreamer(OffPolicyAlgorithm):
         )
         self._collection_state: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._n_updates_skipped = 0
+        self._rng_state: dict[str, Any] | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -170,6 +175,10 @@ class Dreamer(OffPolicyAlgorithm):
             raise TypeError(f"Dreamer needs a SequenceReplayBuffer, got {self.replay_buffer_class.__name__}")
         self.policy_kwargs["config"] = self.dreamer_config
         super()._setup_model()
+        if self._rng_state is not None:
+            # a loaded model continues the random streams it saved (``_setup_model`` just reseeded them)
+            self._restore_rng_state(self._rng_state)
+            self._rng_state = None
         self.policy.compute_dtype = resolve_precision(self.precision, self.device)
         if self._collection_state is not None and self._collection_state[0].shape[0] != self.n_envs:
             self._collection_state = None
@@ -287,6 +296,41 @@ class Dreamer(OffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+    def _capture_rng_state(self) -> dict[str, Any]:
+        """Every random stream ``learn`` draws from, except the env's and the replay buffer's own."""
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "action_space": self.action_space.np_random.bit_generator.state,
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _restore_rng_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        self.action_space.np_random.bit_generator.state = state["action_space"]
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """Save like SB3, plus the RNG states, so that ``load`` + ``learn(reset_num_timesteps=False)``
+        continues an interrupted run exactly (with ``save_replay_buffer`` for the buffer and its sampler).
+        """
+        self._rng_state = self._capture_rng_state()
+        try:
+            super().save(path, exclude=exclude, include=include)
+        finally:
+            self._rng_state = None
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = [
