@@ -67,9 +67,7 @@ def test_same_seed_same_parameters_and_different_seed_differs():
     second = make_model(3).learn(4 * EPISODE)
     other = make_model(4).learn(4 * EPISODE)
     assert_same_training_state(first, second)
-    different = [
-        not torch.equal(p, q) for p, q in zip(first.policy.parameters(), other.policy.parameters())
-    ]
+    different = [not torch.equal(p, q) for p, q in zip(first.policy.parameters(), other.policy.parameters())]
     assert any(different)
 
 
@@ -95,3 +93,57 @@ def test_resume_equals_uninterrupted_training(tmp_path):
         rtol=0,
         atol=0,
     )
+
+
+def test_non_finite_loss_skips_the_update_and_is_counted(monkeypatch):
+    model = make_model(0)
+    model.learn(2 * EPISODE)
+    before = {name: p.detach().clone() for name, p in model.policy.world_model.named_parameters()}
+    original = model.policy.world_model.loss
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        return out._replace(loss=out.loss * float("nan"))
+
+    monkeypatch.setattr(model.policy.world_model, "loss", poisoned)
+    updates, skipped = model._n_updates, model._n_updates_skipped
+    model.train(gradient_steps=2, batch_size=4)
+    assert model._n_updates_skipped == skipped + 2 and model._n_updates == updates
+    for name, param in model.policy.world_model.named_parameters():
+        torch.testing.assert_close(param, before[name], rtol=0, atol=0, msg=name)
+    monkeypatch.undo()
+    model.learn(EPISODE, reset_num_timesteps=False)
+    assert model._n_updates > updates
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_keyboard_interrupt_in_callback_leaves_a_usable_model(tmp_path):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Interrupt(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps == 2 * EPISODE + 3:
+                raise KeyboardInterrupt
+            return True
+
+    model = make_model(0)
+    try:
+        model.learn(6 * EPISODE, callback=Interrupt())
+    except KeyboardInterrupt:
+        pass
+    model.save(tmp_path / "interrupted")
+    loaded = Dreamer.load(tmp_path / "interrupted", env=make_vec_env(DeterministicWalk, n_envs=1))
+    loaded.learn(EPISODE, reset_num_timesteps=False)
+    assert loaded.num_timesteps >= 3 * EPISODE
+
+
+def test_load_rejects_foreign_zip_and_other_spaces(tmp_path):
+    import pytest
+
+    (tmp_path / "junk.zip").write_bytes(b"not a zip at all")
+    with pytest.raises(Exception):  # noqa: B017 - SB3 raises zipfile/ValueError depending on content
+        Dreamer.load(tmp_path / "junk.zip")
+    model = make_model(0)
+    model.save(tmp_path / "walk")
+    with pytest.raises(ValueError, match="[Oo]bservation spaces do not match|[Aa]ction spaces do not match"):
+        Dreamer.load(tmp_path / "walk", env=gym.make("CartPole-v1"))
