@@ -147,3 +147,34 @@ def test_load_rejects_foreign_zip_and_other_spaces(tmp_path):
     model.save(tmp_path / "walk")
     with pytest.raises(ValueError, match="[Oo]bservation spaces do not match|[Aa]ction spaces do not match"):
         Dreamer.load(tmp_path / "walk", env=gym.make("CartPole-v1"))
+
+
+class NaNAfter(DeterministicWalk):
+    """Emits a NaN observation at step 5 of the first episode."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self._t == 5:
+            obs[0] = np.nan
+        return obs, reward, terminated, truncated, info
+
+
+def test_non_finite_observation_from_env_is_an_error_not_a_silent_write():
+    import pytest
+
+    model = Dreamer("MlpPolicy", make_vec_env(NaNAfter, n_envs=1), seed=0, **KWARGS)
+    with pytest.raises(ValueError, match="non-finite"):
+        model.learn(2 * EPISODE)
+    assert np.isfinite(model.replay_buffer.observations).all()
+
+
+def test_memory_does_not_grow_once_the_buffer_is_full():
+    import psutil
+
+    process = psutil.Process()
+    model = Dreamer("MlpPolicy", make_vec_env(DeterministicWalk, n_envs=1), seed=0, **{**KWARGS, "buffer_size": 100})
+    model.learn(300)  # buffer full, allocator warmed up
+    rss_full = process.memory_info().rss
+    model.learn(1500, reset_num_timesteps=False)
+    growth_mb = (process.memory_info().rss - rss_full) / 2**20
+    assert growth_mb < 20, f"resident memory grew by {growth_mb:.1f} MB after the buffer was full"
