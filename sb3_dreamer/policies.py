@@ -159,7 +159,7 @@ class DreamerPolicy(BasePolicy):
             torch.zeros(n, cfg.stoch_size * cfg.classes, device=self.device),
         )
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(
         self,
         observation: torch.Tensor,
@@ -175,14 +175,14 @@ class DreamerPolicy(BasePolicy):
         :param prev_action: ``(n, A)`` encoded action that led to ``observation``
         :param is_first: ``(n,)`` float, 1 where a new episode starts
         """
-        with autocast(self.device, self.compute_dtype):
-            embed = self.world_model.encoder(observation[None])[0]  # (n, E)
-            rssm = self.world_model.rssm
-            state, _ = rssm.obs_step(state, prev_action, embed, is_first, sample=not deterministic)
-            params = self.actor_critic.actor(state.features())
+        # float32 on purpose: at acting batch sizes the weight casts of autocast cost more than they save
+        embed = self.world_model.encoder(observation[None])[0]  # (n, E)
+        rssm = self.world_model.rssm
+        state, _ = rssm.obs_step(state, prev_action, embed, is_first, sample=not deterministic)
+        params = self.actor_critic.actor(state.features())
         actor = self.actor_critic.actor
         action = actor.mode(params) if deterministic else actor.sample(params)
-        return StepOutput(action, RSSMState(state.deter.float(), state.stoch.float()))
+        return StepOutput(action, state)
 
     def _check_state(self, state: DreamerState, n: int) -> None:
         cfg = self.config

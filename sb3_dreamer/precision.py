@@ -1,8 +1,10 @@
 """Mixed-precision selection: bfloat16 autocast only where the hardware runs it fast.
 
-Matmuls and convolutions run in the compute dtype under ``torch.autocast``; every distribution,
-loss, KL, two-hot and return statistic casts its inputs back to float32 (see
-:mod:`sb3_dreamer.distributions`), and parameters and optimizer states stay float32.
+During training updates, matmuls and convolutions run in the compute dtype under
+``torch.autocast``; every distribution, loss, KL, two-hot and return statistic casts its inputs
+back to float32 (see :mod:`sb3_dreamer.distributions`), and parameters and optimizer states stay
+float32. Acting (``predict`` and collection) always runs in float32: at batch sizes of a few
+envs, casting the weights would cost more than the matmuls save.
 """
 
 from __future__ import annotations

@@ -147,21 +147,23 @@ class RSSM(nn.Module):
         :param sample: sample the posterior (training, exploration) or take its mode
         """
         num_steps, batch = is_first.shape
-        initial = self.initial_state(batch)
         if state is None:
-            state = initial
+            state = self.initial_state(batch)
             is_first = is_first.clone()
             is_first[0] = 1.0
+        # acting mostly continues episodes: skip the initial-state MLP when nothing resets
+        initial = self.initial_state(batch) if bool(is_first.any()) else None
         keep = (1.0 - is_first.to(embed.dtype)).unsqueeze(-1)  # (T, B, 1)
         action_proj = self.img_in_action(self._bound_action(action)) * keep  # (T, B, hidden)
         embed_proj = self.obs_out_embed(embed)  # (T, B, hidden)
         deters, stochs, logits = [], [], []
         for t in range(num_steps):
-            reset = 1.0 - keep[t]
-            state = RSSMState(
-                state.deter * keep[t] + initial.deter * reset,
-                state.stoch * keep[t] + initial.stoch * reset,
-            )
+            if initial is not None:
+                reset = 1.0 - keep[t]
+                state = RSSMState(
+                    state.deter * keep[t] + initial.deter * reset,
+                    state.stoch * keep[t] + initial.stoch * reset,
+                )
             deter = self._recurrent(state, action_proj[t])
             hidden = F.silu(self.obs_out_norm(self.obs_out_deter(deter) + embed_proj[t]))
             step_logits = self.post_logits(hidden).unflatten(-1, (self.stoch_size, self.classes))
