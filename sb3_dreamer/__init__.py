@@ -2,7 +2,7 @@
 
 from sb3_dreamer.buffers import SequenceBatch, SequenceReplayBuffer
 from sb3_dreamer.dreamer import Dreamer
-from sb3_dreamer.policies import DreamerPolicy, MlpPolicy
+from sb3_dreamer.policies import CnnPolicy, DreamerPolicy, MlpPolicy, MultiInputPolicy
 from sb3_dreamer.presets import MODEL_SIZES, DreamerConfig, ModelSize, make_config
 
 __version__ = "0.1.0"
@@ -12,7 +12,9 @@ __all__ = [
     "Dreamer",
     "DreamerConfig",
     "DreamerPolicy",
+    "CnnPolicy",
     "MlpPolicy",
+    "MultiInputPolicy",
     "ModelSize",
     "SequenceBatch",
     "SequenceReplayBuffer",

@@ -20,7 +20,14 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_dreamer.buffers import SequenceReplayBuffer
-from sb3_dreamer.policies import SUPPORTED_ACTION_SPACES, DreamerPolicy, MlpPolicy, action_spec_from_space
+from sb3_dreamer.policies import (
+    SUPPORTED_ACTION_SPACES,
+    CnnPolicy,
+    DreamerPolicy,
+    MlpPolicy,
+    MultiInputPolicy,
+    action_spec_from_space,
+)
 from sb3_dreamer.precision import PRECISIONS, resolve_precision
 from sb3_dreamer.presets import make_config
 from sb3_dreamer.world_model import RSSMState
@@ -37,7 +44,8 @@ class Dreamer(OffPolicyAlgorithm):
     ``batch_size * sequence_length * gradient_steps / (train_freq * n_envs)``; the defaults
     (16 x 64, one update every 2 steps) give DreamerV3's 512.
 
-    :param policy: ``"MlpPolicy"`` or a :class:`~sb3_dreamer.policies.DreamerPolicy` subclass
+    :param policy: ``"MlpPolicy"`` (vectors), ``"CnnPolicy"`` (images), ``"MultiInputPolicy"`` (Dict)
+        or a :class:`~sb3_dreamer.policies.DreamerPolicy` subclass
     :param env: the environment (gymnasium env, VecEnv or registered id)
     :param learning_rate: world-model learning rate (a float or an SB3 schedule); ``None``: preset
     :param buffer_size: replay capacity in env steps (split evenly across envs)
@@ -68,7 +76,11 @@ class Dreamer(OffPolicyAlgorithm):
     :param _init_setup_model: build the networks now (``load`` passes ``False``)
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
     policy: DreamerPolicy
     replay_buffer: SequenceReplayBuffer
 
@@ -212,7 +224,6 @@ class Dreamer(OffPolicyAlgorithm):
         assert self._last_obs is not None, "self._last_obs was not set"
         policy = self.policy
         obs_tensor, _ = policy.obs_to_tensor(self._last_obs)
-        assert isinstance(obs_tensor, torch.Tensor)
         if self._collection_state is None:
             state, prev_action = policy.initial_state(n_envs), torch.zeros(n_envs, policy.action_spec.encoding_size)
             is_first = np.ones(n_envs, dtype=np.float32)
@@ -222,7 +233,7 @@ class Dreamer(OffPolicyAlgorithm):
             is_first = np.asarray(self._last_episode_starts, dtype=np.float32)
         policy.set_training_mode(False)
         output = policy.step(
-            obs_tensor.float(),
+            obs_tensor,
             state,
             prev_action.to(self.device),
             torch.as_tensor(is_first, device=self.device),

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from sb3_dreamer.distributions import symlog
+
 
 def init_linear_(layer: nn.Linear, scale: float = 1.0) -> nn.Linear:
     """Truncated-normal, fan-average variance-scaling init (DreamerV3's default); zero bias.
@@ -90,3 +92,182 @@ class LayerNormGRUCell(nn.Module):
         cand = torch.tanh(torch.sigmoid(reset) * cand)
         update = torch.sigmoid(update - 1.0)
         return update * cand + (1.0 - update) * h
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channel axis of ``(N, C, H, W)`` feature maps."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def conv_stage_sizes(height: int, width: int, min_resolution: int = 6) -> list[tuple[int, int]]:
+    """Spatial sizes through stride-2 (kernel 4, padding 1) convolutions until both sides are at most
+    ``min_resolution``: 64x64 -> 32, 16, 8, 4; 84x84 -> 42, 21, 10, 5; 40x40 -> 20, 10, 5."""
+    sizes = [(height, width)]
+    while min(sizes[-1]) > min_resolution:
+        h, w = sizes[-1]
+        sizes.append((h // 2, w // 2))
+    if len(sizes) == 1:
+        raise ValueError(f"images must be larger than {min_resolution}x{min_resolution}, got {height}x{width}")
+    return sizes
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 convolutions (kernel 4) with channel LayerNorm and SiLU, channels doubling per stage.
+
+    Accepts any image size above 6x6: ``(..., C, H, W) -> (..., embed_size)``. ``uint8`` pixels are
+    scaled to ``[-0.5, 0.5]``.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], depth: int) -> None:
+        super().__init__()
+        channels, height, width = shape
+        self.sizes = conv_stage_sizes(height, width)
+        layers: list[nn.Module] = []
+        width_in, width_out = channels, depth
+        for _ in self.sizes[1:]:
+            layers += [
+                nn.Conv2d(width_in, width_out, 4, stride=2, padding=1, bias=False),
+                ChannelLayerNorm(width_out, eps=1e-3),
+                nn.SiLU(),
+            ]
+            width_in, width_out = width_out, 2 * width_out
+        self.net = nn.Sequential(*layers)
+        self.out_channels = width_in
+        self.embed_size = width_in * self.sizes[-1][0] * self.sizes[-1][1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch_shape = images.shape[:-3]
+        x = images.reshape(-1, *images.shape[-3:])
+        x = x.float() / 255.0 - 0.5 if images.dtype == torch.uint8 else x.float()
+        return self.net(x).reshape(*batch_shape, -1)
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder` with transposed convolutions; predicts pixels in ``[0, 1]``
+    (``uint8`` targets are divided by 255) and returns the squared error summed over pixels."""
+
+    def __init__(self, feature_size: int, shape: tuple[int, int, int], depth: int) -> None:
+        super().__init__()
+        channels, height, width = shape
+        self.sizes = conv_stage_sizes(height, width)
+        stages = len(self.sizes) - 1
+        top_channels = depth * 2 ** (stages - 1)
+        self.top = (top_channels, *self.sizes[-1])
+        self.linear = init_linear_(nn.Linear(feature_size, top_channels * self.sizes[-1][0] * self.sizes[-1][1]))
+        self.deconvs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        width_in = top_channels
+        for stage in range(stages):
+            last = stage == stages - 1
+            width_out = channels if last else width_in // 2
+            self.deconvs.append(nn.ConvTranspose2d(width_in, width_out, 4, stride=2, padding=1, bias=last))
+            self.norms.append(nn.Identity() if last else ChannelLayerNorm(width_out, eps=1e-3))
+            width_in = width_out
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Reconstructed images in ``[0, 1]`` (unclipped): ``(..., F) -> (..., C, H, W)``."""
+        batch_shape = features.shape[:-1]
+        x = self.linear(features.reshape(-1, features.shape[-1])).reshape(-1, *self.top)
+        targets = list(reversed(self.sizes[:-1]))
+        for index, (deconv, norm) in enumerate(zip(self.deconvs, self.norms)):
+            x = deconv(x, output_size=targets[index])
+            if index < len(self.deconvs) - 1:
+                x = nn.functional.silu(norm(x))
+        return (x.float() + 0.5).reshape(*batch_shape, *x.shape[1:])
+
+    def forward(self, features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        # features (T, B, F), images (T, B, C, H, W) -> loss (T, B)
+        target = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return ((self.predict(features) - target) ** 2).flatten(-3).sum(-1)
+
+
+#: Key under which a non-Dict observation is handled by :class:`MultiEncoder` / :class:`MultiDecoder`.
+SINGLE_KEY = "observation"
+
+Observations = torch.Tensor | dict[str, torch.Tensor]
+
+
+def as_dict(observations: Observations) -> dict[str, torch.Tensor]:
+    """Dict view of an observation batch (a plain tensor becomes ``{SINGLE_KEY: tensor}``)."""
+    return observations if isinstance(observations, dict) else {SINGLE_KEY: observations}
+
+
+class MultiEncoder(nn.Module):
+    """Encoder for any mix of image and vector inputs, concatenating their embeddings.
+
+    Image keys go through a :class:`ConvEncoder` each; all vector keys are flattened, concatenated,
+    symlog-squashed and fed to one MLP (DreamerV3).
+
+    :param image_shapes: ``{key: (C, H, W)}``
+    :param vector_sizes: ``{key: flattened size}``
+    """
+
+    def __init__(
+        self,
+        image_shapes: dict[str, tuple[int, int, int]],
+        vector_sizes: dict[str, int],
+        units: int,
+        layers: int,
+        cnn_depth: int,
+    ) -> None:
+        super().__init__()
+        if not image_shapes and not vector_sizes:
+            raise ValueError("the encoder needs at least one image or vector input")
+        self.image_keys = sorted(image_shapes)
+        self.vector_keys = sorted(vector_sizes)
+        self.cnns = nn.ModuleDict({key: ConvEncoder(image_shapes[key], cnn_depth) for key in self.image_keys})
+        vector_size = sum(vector_sizes.values())
+        self.mlp = MLP(vector_size, units, max(layers, 1)) if self.vector_keys else None
+        self.embed_size = sum(cnn.embed_size for cnn in self.cnns.values()) + (
+            self.mlp.out_features if self.mlp is not None else 0
+        )
+
+    def forward(self, observations: Observations) -> torch.Tensor:
+        # observations: (T, B, ...) per key -> (T, B, E)
+        obs = as_dict(observations)
+        parts = [self.cnns[key](obs[key]) for key in self.image_keys]
+        if self.mlp is not None:
+            vectors = [flatten_steps(obs[key]).float() for key in self.vector_keys]
+            parts.append(self.mlp(symlog(torch.cat(vectors, dim=-1))))
+        return torch.cat(parts, dim=-1)
+
+
+def flatten_steps(x: torch.Tensor) -> torch.Tensor:
+    """``(T, B, *shape) -> (T, B, prod(shape))``."""
+    return x.reshape(*x.shape[:2], -1)
+
+
+class MultiDecoder(nn.Module):
+    """Decoder heads matching :class:`MultiEncoder`: a :class:`ConvDecoder` per image key (pixel
+    MSE) and one MLP for all vector keys (symlog MSE); the loss is their sum per step."""
+
+    def __init__(
+        self,
+        feature_size: int,
+        image_shapes: dict[str, tuple[int, int, int]],
+        vector_sizes: dict[str, int],
+        units: int,
+        layers: int,
+        cnn_depth: int,
+    ) -> None:
+        super().__init__()
+        self.image_keys = sorted(image_shapes)
+        self.vector_keys = sorted(vector_sizes)
+        self.vector_sizes = [vector_sizes[key] for key in self.vector_keys]
+        self.cnns = nn.ModuleDict(
+            {key: ConvDecoder(feature_size, image_shapes[key], cnn_depth) for key in self.image_keys}
+        )
+        self.mlp = (
+            MLP(feature_size, units, max(layers, 1), out_features=sum(self.vector_sizes)) if self.vector_keys else None
+        )
+
+    def forward(self, features: torch.Tensor, observations: Observations) -> torch.Tensor:
+        # features (T, B, F) -> reconstruction loss (T, B)
+        obs = as_dict(observations)
+        losses = [self.cnns[key](features, obs[key]) for key in self.image_keys]
+        if self.mlp is not None:
+            target = symlog(torch.cat([flatten_steps(obs[key]).float() for key in self.vector_keys], dim=-1))
+            losses.append(((self.mlp(features).float() - target) ** 2).sum(-1))
+        return torch.stack(losses).sum(0)

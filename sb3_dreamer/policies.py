@@ -20,9 +20,10 @@ from torch import nn
 
 from sb3_dreamer.behavior import ActionSpec, ActorCritic
 from sb3_dreamer.buffers import SequenceBatch
+from sb3_dreamer.networks import SINGLE_KEY, MultiDecoder, MultiEncoder
 from sb3_dreamer.precision import autocast
 from sb3_dreamer.presets import DreamerConfig, make_config
-from sb3_dreamer.world_model import RSSMState, VectorDecoder, VectorEncoder, WorldModel
+from sb3_dreamer.world_model import RSSMState, WorldModel
 
 #: The RSSM state passed through ``predict``: ``(deter (n, D), stoch (n, S*K), prev_action (n, A))``.
 DreamerState = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -52,6 +53,13 @@ def action_spec_from_space(action_space: spaces.Space) -> ActionSpec:
     )
 
 
+def batch_size_of(observation: torch.Tensor | dict[str, torch.Tensor]) -> int:
+    """Leading dimension of an observation batch (of its first entry for Dict observations)."""
+    if isinstance(observation, dict):
+        return next(iter(observation.values())).shape[0]
+    return observation.shape[0]
+
+
 class StepOutput(NamedTuple):
     """One acting step: encoded action (model input) and the new RSSM state, as tensors."""
 
@@ -59,10 +67,45 @@ class StepOutput(NamedTuple):
     state: RSSMState
 
 
-class DreamerPolicy(BasePolicy):
-    """World model + actor-critic for flat (vector) observations of any ``Box`` shape.
+def split_observation_space(observation_space: spaces.Space) -> tuple[dict[str, tuple[int, int, int]], dict[str, int]]:
+    """Image inputs ``{key: (C, H, W)}`` (3-D ``uint8`` Boxes, channel-first as SB3's
+    ``VecTransposeImage`` hands them over) and vector inputs ``{key: flattened size}`` (every other
+    Box) of a ``Box`` or ``Dict`` observation space; other spaces raise ``TypeError``."""
+    if isinstance(observation_space, spaces.Box):
+        subspaces = {SINGLE_KEY: observation_space}
+    elif isinstance(observation_space, spaces.Dict):
+        subspaces = dict(observation_space.spaces)
+        for key, space in subspaces.items():
+            if not isinstance(space, spaces.Box):
+                raise TypeError(f"Dreamer supports Dict observation spaces of Box entries only; {key!r} is {space}")
+    else:
+        raise TypeError(
+            f"Dreamer does not support the observation space {observation_space}; use a Box or a Dict of Boxes "
+            "(e.g. wrap with gymnasium.wrappers.FlattenObservation or a one-hot wrapper)"
+        )
+    images, vectors = {}, {}
+    for key, space in subspaces.items():
+        if len(space.shape) == 3 and space.dtype == np.uint8:
+            images[key] = (int(space.shape[0]), int(space.shape[1]), int(space.shape[2]))
+        else:
+            vectors[key] = int(np.prod(space.shape))
+    return images, vectors
 
-    :param observation_space: a ``Box`` observation space (flattened for the MLP encoder)
+
+def _add_time_axis(observation: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+    if isinstance(observation, dict):
+        return {key: value[None] for key, value in observation.items()}
+    return observation[None]
+
+
+class DreamerPolicy(BasePolicy):
+    """World model + actor-critic for image, vector and Dict observations.
+
+    ``MlpPolicy``, ``CnnPolicy`` and ``MultiInputPolicy`` are all this class: 3-D ``uint8`` inputs
+    (any size above 6x6, channel-first) get a convolutional encoder and decoder, every other ``Box``
+    is flattened into a symlog MLP encoder, and Dict observations combine both.
+
+    :param observation_space: a ``Box`` or a ``Dict`` of ``Box`` entries
     :param action_space: ``Box``, ``Discrete``, ``MultiDiscrete`` or ``MultiBinary``
     :param lr_schedule: schedule of the world model's learning rate (SB3's ``learning_rate``)
     :param config: all Dreamer hyperparameters; ``None`` means DreamerV3 at size ``S``
@@ -77,20 +120,15 @@ class DreamerPolicy(BasePolicy):
         normalize_images: bool = False,
     ) -> None:
         super().__init__(observation_space, action_space, normalize_images=normalize_images, squash_output=False)
-        if not isinstance(observation_space, spaces.Box):
-            raise TypeError(
-                f"{type(self).__name__} needs a Box observation space, got {observation_space}; "
-                "wrap other spaces (e.g. with gymnasium.wrappers.FlattenObservation)"
-            )
+        image_shapes, vector_sizes = split_observation_space(observation_space)
         self.config = config if config is not None else make_config()
         self.action_spec = action_spec_from_space(action_space)
         # gymnasium's Discrete/MultiDiscrete may count from `start`; the model counts from 0
         self._action_start = np.asarray(getattr(action_space, "start", 0), dtype=np.int64).reshape(-1)
         cfg = self.config
-        obs_dim = int(np.prod(observation_space.shape))
-        encoder = VectorEncoder(obs_dim, cfg.units, cfg.layers)
+        encoder = MultiEncoder(image_shapes, vector_sizes, cfg.units, cfg.layers, cfg.cnn_depth)
         feature_size = cfg.deter_size + cfg.stoch_size * cfg.classes
-        decoder = VectorDecoder(feature_size, obs_dim, cfg.units, cfg.layers)
+        decoder = MultiDecoder(feature_size, image_shapes, vector_sizes, cfg.units, cfg.layers, cfg.cnn_depth)
         self.world_model = WorldModel(encoder, decoder, encoder.embed_size, self.action_spec.encoding_size, cfg)
         self.actor_critic = ActorCritic(feature_size, self.action_spec, cfg)
         self.world_model_optimizer = torch.optim.Adam(
@@ -162,7 +200,7 @@ class DreamerPolicy(BasePolicy):
     @torch.inference_mode()
     def step(
         self,
-        observation: torch.Tensor,
+        observation: torch.Tensor | dict[str, torch.Tensor],
         state: RSSMState,
         prev_action: torch.Tensor,
         is_first: torch.Tensor,
@@ -176,7 +214,7 @@ class DreamerPolicy(BasePolicy):
         :param is_first: ``(n,)`` float, 1 where a new episode starts
         """
         # float32 on purpose: at acting batch sizes the weight casts of autocast cost more than they save
-        embed = self.world_model.encoder(observation[None])[0]  # (n, E)
+        embed = self.world_model.encoder(_add_time_axis(observation))[0]  # (n, E)
         rssm = self.world_model.rssm
         state, _ = rssm.obs_step(state, prev_action, embed, is_first, sample=not deterministic)
         params = self.actor_critic.actor(state.features())
@@ -217,8 +255,7 @@ class DreamerPolicy(BasePolicy):
         """
         self.set_training_mode(False)
         obs_tensor, vectorized_env = self.obs_to_tensor(observation)
-        assert isinstance(obs_tensor, torch.Tensor)
-        n = obs_tensor.shape[0]
+        n = batch_size_of(obs_tensor)
         if state is None:
             rssm_state, prev_action = self.initial_state(n), torch.zeros(n, self.action_spec.encoding_size)
             is_first = np.ones(n, dtype=np.float32)
@@ -233,7 +270,7 @@ class DreamerPolicy(BasePolicy):
                 raise ValueError(f"episode_start has {starts.shape[0]} entries for {n} observations")
             is_first = np.maximum(is_first, starts)
         output = self.step(
-            obs_tensor.float(),
+            obs_tensor,
             rssm_state,
             prev_action.to(self.device),
             torch.as_tensor(is_first, device=self.device),
@@ -313,3 +350,5 @@ class DreamerPolicy(BasePolicy):
 
 
 MlpPolicy = DreamerPolicy
+CnnPolicy = DreamerPolicy
+MultiInputPolicy = DreamerPolicy

@@ -6,7 +6,7 @@ Shapes: ``T`` time steps, ``B`` sequences, ``N`` flattened batch, ``S`` latents 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,14 +17,13 @@ from sb3_dreamer.distributions import (
     mode_one_hot,
     sample_one_hot,
     straight_through,
-    symlog,
     symlog_bins,
     two_hot_symlog_loss,
     two_hot_symlog_mean,
     unimix_log_probs,
     unimix_probs,
 )
-from sb3_dreamer.networks import MLP, LayerNormGRUCell, NormLinear, init_linear_
+from sb3_dreamer.networks import MLP, LayerNormGRUCell, NormLinear, Observations, init_linear_
 from sb3_dreamer.presets import DreamerConfig
 
 
@@ -177,37 +176,6 @@ class RSSM(nn.Module):
         return ObservedSequence(torch.stack(deters), torch.stack(stochs), post_log_probs, state)
 
 
-class ObservationDecoder(Protocol):
-    """What the world model needs of a decoder: a per-step reconstruction loss."""
-
-    def __call__(self, features: torch.Tensor, observations: torch.Tensor) -> torch.Tensor: ...
-
-
-class VectorEncoder(nn.Module):
-    """Symlog then MLP for flat vector observations: ``(..., obs_dim) -> (..., units)``."""
-
-    def __init__(self, obs_dim: int, units: int, layers: int) -> None:
-        super().__init__()
-        self.mlp = MLP(obs_dim, units, max(layers, 1))
-        self.embed_size = self.mlp.out_features
-
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.mlp(symlog(observations.flatten(2).float()))
-
-
-class VectorDecoder(nn.Module):
-    """MLP predicting ``symlog(obs)``; loss is the squared error summed over features."""
-
-    def __init__(self, feature_size: int, obs_dim: int, units: int, layers: int) -> None:
-        super().__init__()
-        self.mlp = MLP(feature_size, units, max(layers, 1), out_features=obs_dim)
-
-    def forward(self, features: torch.Tensor, observations: torch.Tensor) -> torch.Tensor:
-        # features (T, B, F), observations (T, B, *shape) -> loss (T, B)
-        target = symlog(observations.flatten(2).float())
-        return ((self.mlp(features).float() - target) ** 2).sum(-1)
-
-
 class WorldModelOutput(NamedTuple):
     """Loss, detached posterior states for imagination, and scalar metrics."""
 
@@ -269,7 +237,7 @@ class WorldModel(nn.Module):
 
     def loss(
         self,
-        observations: torch.Tensor,
+        observations: Observations,
         actions: torch.Tensor,
         rewards: torch.Tensor,
         is_first: torch.Tensor,

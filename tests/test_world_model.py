@@ -5,17 +5,18 @@ from __future__ import annotations
 import torch
 
 from sb3_dreamer.behavior import ActionSpec, ActorCritic, imagine
+from sb3_dreamer.networks import MultiDecoder, MultiEncoder
 from sb3_dreamer.presets import make_config
-from sb3_dreamer.world_model import RSSM, VectorDecoder, VectorEncoder, WorldModel
+from sb3_dreamer.world_model import RSSM, WorldModel
 
 CONFIG = make_config("v3", "tiny")
 SPEC = ActionSpec(discrete=True, heads=1, classes=3, valid_classes=(3,), dim=1)
 
 
 def make_world_model(obs_dim: int = 5) -> WorldModel:
-    encoder = VectorEncoder(obs_dim, CONFIG.units, CONFIG.layers)
+    encoder = MultiEncoder({}, {"observation": obs_dim}, CONFIG.units, CONFIG.layers, CONFIG.cnn_depth)
     feature_size = CONFIG.deter_size + CONFIG.stoch_size * CONFIG.classes
-    decoder = VectorDecoder(feature_size, obs_dim, CONFIG.units, CONFIG.layers)
+    decoder = MultiDecoder(feature_size, {}, {"observation": obs_dim}, CONFIG.units, CONFIG.layers, CONFIG.cnn_depth)
     return WorldModel(encoder, decoder, encoder.embed_size, SPEC.encoding_size, CONFIG)
 
 

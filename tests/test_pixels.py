@@ -1,0 +1,108 @@
+"""CnnPolicy and MultiInputPolicy on SB3's fake image envs; conv encoder/decoder shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
+
+from sb3_dreamer import Dreamer
+from sb3_dreamer.networks import ConvDecoder, ConvEncoder, conv_stage_sizes
+
+PIXEL_KWARGS = dict(
+    model_size="tiny",
+    batch_size=2,
+    sequence_length=4,
+    learning_starts=8,
+    buffer_size=200,
+    train_freq=8,
+    precision="fp32",
+    seed=0,
+)
+
+
+@pytest.mark.parametrize(
+    "size, stages",
+    [((64, 64), [(32, 32), (16, 16), (8, 8), (4, 4)]), ((84, 84), [(42, 42), (21, 21), (10, 10), (5, 5)])],
+)
+def test_conv_stage_sizes(size, stages):
+    assert conv_stage_sizes(*size)[1:] == stages
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 40), (3, 64, 64), (3, 84, 84), (1, 21, 30)])
+def test_conv_encoder_decoder_round_trip_shapes(shape):
+    encoder = ConvEncoder(shape, depth=4)
+    images = torch.randint(0, 256, (2, 3, *shape), dtype=torch.uint8)
+    embed = encoder(images)
+    assert embed.shape == (2, 3, encoder.embed_size)
+    decoder = ConvDecoder(feature_size=10, shape=shape, depth=4)
+    features = torch.randn(2, 3, 10)
+    assert decoder.predict(features).shape == (2, 3, *shape)
+    loss = decoder(features, images)
+    assert loss.shape == (2, 3) and torch.isfinite(loss).all()
+
+
+def test_too_small_images_raise():
+    with pytest.raises(ValueError, match="larger than"):
+        ConvEncoder((1, 6, 6), depth=4)
+
+
+@pytest.mark.parametrize("size", [40, 84])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_cnn_policy_on_fake_images(tmp_path, size, channels):
+    env = FakeImageEnv(screen_height=size, screen_width=size, n_channels=channels, discrete=True)
+    model = Dreamer("CnnPolicy", env, **PIXEL_KWARGS)
+    # SB3 transposes HWC images to CHW; the buffer stores them once, as uint8
+    assert model.observation_space.shape == (channels, size, size)
+    assert model.replay_buffer.observations.dtype == np.uint8
+    assert not hasattr(model.replay_buffer, "next_observations")
+    model.learn(24)
+    assert model._n_updates > 0
+    obs = np.stack([env.observation_space.sample() for _ in range(3)])  # HWC, as the env returns
+    actions, _ = model.predict(obs, deterministic=True)
+    assert actions.shape == (3,)
+    model.save(tmp_path / "cnn")
+    loaded = Dreamer.load(tmp_path / "cnn")
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+
+
+def test_multi_input_policy_on_simple_multi_obs_env(tmp_path):
+    env = SimpleMultiObsEnv(random_start=True)
+    model = Dreamer("MultiInputPolicy", env, **PIXEL_KWARGS)
+    assert set(model.policy.world_model.encoder.image_keys) == {"img"}
+    assert set(model.policy.world_model.encoder.vector_keys) == {"vec"}
+    model.learn(24)
+    obs = {key: np.stack([space.sample() for _ in range(2)]) for key, space in env.observation_space.spaces.items()}
+    actions, state = model.predict(obs, deterministic=True)
+    assert actions.shape == (2,) and state[0].shape[0] == 2
+    model.save(tmp_path / "multi")
+    loaded = Dreamer.load(tmp_path / "multi")
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+
+
+class ImageAndVectorEnv(FakeImageEnv):
+    """A Dict of an RGB image and a velocity vector, with continuous actions."""
+
+    def __init__(self) -> None:
+        super().__init__(screen_height=40, screen_width=40, n_channels=3, discrete=False)
+        self.observation_space = spaces.Dict(
+            {"pixels": self.observation_space, "velocity": spaces.Box(-1.0, 1.0, (4,), np.float32)}
+        )
+
+    def reset(self, *, seed=None, options=None):
+        _, info = super().reset(seed=seed)
+        return self.observation_space.sample(), info
+
+    def step(self, action):
+        _, reward, terminated, truncated, info = super().step(action)
+        return self.observation_space.sample(), reward, terminated, truncated, info
+
+
+def test_dict_with_image_key_and_box_actions():
+    model = Dreamer("MultiInputPolicy", ImageAndVectorEnv(), **PIXEL_KWARGS)
+    model.learn(24)
+    obs = model.observation_space.sample()
+    action, _ = model.predict({key: value[None] for key, value in obs.items()})
+    assert action.shape == (1, *model.action_space.shape)
