@@ -61,3 +61,20 @@ def tiny_kwargs() -> dict:
         precision="fp32",
         seed=0,
     )
+
+
+class PixelCueEnv(CueEnv):
+    """:class:`CueEnv` seen through a 16x16 grayscale image: the lit half (left or right) is the
+    cue, so an agent must read its pixels to score."""
+
+    def __init__(self, length: int = 10) -> None:
+        super().__init__(length=length, action_type="discrete")
+        self.observation_space = spaces.Box(0, 255, (16, 16, 1), np.uint8)
+
+    def _obs(self) -> np.ndarray:
+        image = np.zeros((16, 16, 1), dtype=np.uint8)
+        if self._cue > 0:
+            image[4:12, 9:15] = 255
+        else:
+            image[4:12, 1:7] = 255
+        return image

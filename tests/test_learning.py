@@ -7,7 +7,7 @@ import pytest
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_dreamer import Dreamer
-from tests.conftest import CueEnv
+from tests.conftest import CueEnv, PixelCueEnv
 
 LEARN_KWARGS = dict(
     model_size="tiny",
@@ -35,6 +35,14 @@ def test_learns_to_follow_the_cue(action_type):
     model = Dreamer("MlpPolicy", CueEnv(action_type=action_type), seed=1, **LEARN_KWARGS)
     model.learn(1500)
     mean, _ = evaluate_policy(model, CueEnv(action_type=action_type), n_eval_episodes=20, deterministic=True)
+    assert mean >= 8.0, mean
+
+
+def test_learns_the_cue_from_pixels():
+    """CnnPolicy: the cue is only visible as which half of the image is lit."""
+    model = Dreamer("CnnPolicy", PixelCueEnv(), seed=1, **LEARN_KWARGS)
+    model.learn(1500)
+    mean, _ = evaluate_policy(model, PixelCueEnv(), n_eval_episodes=20, deterministic=True)
     assert mean >= 8.0, mean
 
 
