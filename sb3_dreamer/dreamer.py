@@ -65,6 +65,9 @@ class Dreamer(OffPolicyAlgorithm):
     :param hyperparams: overrides of any :class:`~sb3_dreamer.presets.DreamerConfig` field
     :param precision: matmul precision, ``"fp32"``, ``"bf16"`` or ``"auto"`` (bfloat16 autocast
         only where the device runs it natively; losses and optimizer states stay float32)
+    :param video_log_interval: every this many updates, log an imagination video (real frames,
+        reconstruction then open-loop prediction, error) to tensorboard; 0 disables it. Needs image
+        observations.
     :param replay_buffer_class: defaults to :class:`~sb3_dreamer.buffers.SequenceReplayBuffer`
     :param replay_buffer_kwargs: extra keyword arguments of the replay buffer
     :param policy_kwargs: extra keyword arguments of the policy
@@ -105,6 +108,7 @@ class Dreamer(OffPolicyAlgorithm):
         version: str = "v3",
         hyperparams: dict[str, Any] | None = None,
         precision: str = "auto",
+        video_log_interval: int = 0,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -134,6 +138,9 @@ class Dreamer(OffPolicyAlgorithm):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
+        if not isinstance(video_log_interval, int) or video_log_interval < 0:
+            raise ValueError(f"video_log_interval must be a non-negative integer, got {video_log_interval!r}")
+        self.video_log_interval = video_log_interval
         _check_positive(buffer_size=buffer_size, batch_size=batch_size, sequence_length=sequence_length)
         if not isinstance(gradient_steps, int) or gradient_steps < -1:
             raise ValueError(
@@ -272,6 +279,7 @@ class Dreamer(OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.world_model_optimizer)
         start = time.perf_counter()
+        updates_before = self._n_updates
         collected: dict[str, list[torch.Tensor]] = {}
         for _ in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
@@ -284,11 +292,24 @@ class Dreamer(OffPolicyAlgorithm):
                 collected.setdefault(key, []).append(value)
         elapsed = time.perf_counter() - start
         self.policy.set_training_mode(False)
+        interval = self.video_log_interval
+        if interval and self._n_updates // interval > updates_before // interval:
+            self._log_imagination_video()
         for key, values in collected.items():
             self.logger.record(f"train/{key}", torch.stack(values).float().mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/n_updates_skipped_non_finite", self._n_updates_skipped)
         self.logger.record("train/updates_per_second", gradient_steps / max(elapsed, 1e-9))
+
+    def _log_imagination_video(self) -> None:
+        from stable_baselines3.common.logger import Video
+
+        from sb3_dreamer.video import imagination_frames
+
+        context = min(5, self.sequence_length - 1)
+        frames = imagination_frames(self.policy, self.replay_buffer, context=context)  # (T, H, W, C)
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]  # (1, T, C, H, W)
+        self.logger.record("imagination/video", Video(video, fps=8), exclude=("stdout", "log", "json", "csv"))
 
     def learn(
         self: SelfDreamer,

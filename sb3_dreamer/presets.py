@@ -67,6 +67,8 @@ class DreamerConfig:
 
     Behaviour
         ``horizon``: imagination steps; ``gamma`` and ``return_lambda``: λ-return.
+        ``continue_estimate``: imagined continue flags from the continue head's ``"mode"``
+        (DreamerV3 2023) or its ``"probability"`` (the authors' 2024 code).
         ``ent_coef``: actor entropy bonus. ``actor_grad_discrete`` / ``actor_grad_continuous``:
         ``"reinforce"`` or ``"backprop"``. ``actor_min_std`` / ``actor_max_std``: bounds of the
         Gaussian actor's std. ``actor_unimix``: uniform mixture of the discrete actor.
@@ -93,6 +95,7 @@ class DreamerConfig:
     model_lr: float = 1e-4
     model_eps: float = 1e-8
     model_grad_clip: float = 1000.0
+    continue_estimate: str = "mode"
     horizon: int = 15
     gamma: float = 0.997
     return_lambda: float = 0.95
@@ -145,6 +148,8 @@ class DreamerConfig:
         for name in ("kl_dyn_scale", "kl_rep_scale", "free_bits", "ent_coef", "slow_reg_scale"):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+        if self.continue_estimate not in ("mode", "probability"):
+            raise ValueError(f"continue_estimate must be 'mode' or 'probability', got {self.continue_estimate!r}")
         for name in ("actor_grad_discrete", "actor_grad_continuous"):
             if getattr(self, name) not in ("reinforce", "backprop"):
                 raise ValueError(f"{name} must be 'reinforce' or 'backprop', got {getattr(self, name)!r}")

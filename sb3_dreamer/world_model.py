@@ -218,9 +218,38 @@ class WorldModel(nn.Module):
         """Predicted reward (mean of the two-hot head): ``(..., F) -> (...)``."""
         return two_hot_symlog_mean(self.reward_head(features), self.reward_bins)
 
-    def continue_mode(self, features: torch.Tensor) -> torch.Tensor:
-        """Most likely continue flag (1 = episode goes on): ``(..., F) -> (...)``."""
-        return (self.continue_head(features).squeeze(-1) > 0.0).to(features.dtype)
+    def continuation(self, features: torch.Tensor) -> torch.Tensor:
+        """Predicted continue flag (1 = episode goes on) for imagination: ``(..., F) -> (...)``.
+
+        ``config.continue_estimate == "mode"`` thresholds the Bernoulli at 0.5 (DreamerV3, 2023);
+        ``"probability"`` uses its probability (the authors' 2024 code), which lets imagined returns
+        feel a termination risk before the head is confident about it.
+        """
+        logits = self.continue_head(features).squeeze(-1).float()
+        if self.config.continue_estimate == "probability":
+            return torch.sigmoid(logits)
+        return (logits > 0.0).float()
+
+    @torch.no_grad()
+    def open_loop(
+        self, observations: Observations, actions: torch.Tensor, is_first: torch.Tensor, context: int = 5
+    ) -> dict[str, torch.Tensor]:
+        """Decoded images of a ``(T, B)`` batch: reconstructions of the first ``context`` steps
+        (posterior), then the open-loop prediction of the rest from the logged actions (prior).
+
+        :return: ``{image key: (T, B, C, H, W)}`` in ``[0, 1]``
+        """
+        if not 0 < context < is_first.shape[0]:
+            raise ValueError(f"context must lie in [1, {is_first.shape[0] - 1}], got {context}")
+        embed = self.encoder(observations)
+        observed = self.rssm.observe(embed[:context], actions[:context], is_first[:context], sample=False)
+        state = observed.last
+        features = [torch.cat([observed.deter, observed.stoch], dim=-1)]
+        for t in range(context, is_first.shape[0]):
+            state = self.rssm.img_step(state, actions[t], sample=False)
+            features.append(state.features()[None])
+        all_features = torch.cat(features)  # (T, B, F)
+        return {key: decoder.predict(all_features).clamp(0.0, 1.0) for key, decoder in self.decoder.cnns.items()}
 
     def kl_losses(
         self, post_log_probs: torch.Tensor, prior_log_probs: torch.Tensor

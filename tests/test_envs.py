@@ -29,7 +29,9 @@ def test_atari_helper_matches_dreamer_preprocessing():
     assert env.action_space.n == 18  # full action set
     assert env.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
     assert make_atari_env("Pong", grayscale=False).observation_space.shape == (64, 64, 3)
-    model = Dreamer("CnnPolicy", make_vec_dreamer_env(functools.partial(make_atari_env, "Pong"), n_envs=2, seed=0), **TINY)
+    model = Dreamer(
+        "CnnPolicy", make_vec_dreamer_env(functools.partial(make_atari_env, "Pong"), n_envs=2, seed=0), **TINY
+    )
     model.learn(16)
     assert model._n_updates > 0
     assert model.replay_buffer.observations.shape[1:] == (2, 1, 64, 64)

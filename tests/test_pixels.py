@@ -106,3 +106,40 @@ def test_dict_with_image_key_and_box_actions():
     obs = model.observation_space.sample()
     action, _ = model.predict({key: value[None] for key, value in obs.items()})
     assert action.shape == (1, *model.action_space.shape)
+
+
+def test_imagination_video_in_tensorboard_and_gif(tmp_path):
+    from PIL import Image
+
+    from sb3_dreamer.video import imagination_frames, write_imagination_gif
+
+    env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=3, discrete=True)
+    model = Dreamer(
+        "CnnPolicy",
+        env,
+        tensorboard_log=str(tmp_path / "tb"),
+        video_log_interval=1,
+        **{**PIXEL_KWARGS, "sequence_length": 8},
+    )
+    model.learn(24)
+    frames = imagination_frames(model.policy, model.replay_buffer, context=3, n_sequences=2)
+    assert frames.shape == (8, 3 * 40, 2 * 40, 3) and frames.dtype == np.uint8
+    from stable_baselines3.common.logger import Video
+
+    assert isinstance(model.logger.name_to_value["imagination/video"], Video)
+    model.logger.dump(model.num_timesteps)  # writes the video (needs moviepy)
+    events = list((tmp_path / "tb").rglob("events.out.tfevents*"))
+    assert events and any(path.stat().st_size > 2000 for path in events)
+    gif = write_imagination_gif(model, tmp_path / "imagination.gif", context=3, n_sequences=2)
+    with Image.open(gif) as image:
+        assert image.n_frames == 8 and image.size == (80, 120)
+
+
+def test_imagination_video_needs_images(tmp_path):
+    from sb3_dreamer.video import imagination_frames
+    from tests.conftest import CueEnv
+
+    model = Dreamer("MlpPolicy", CueEnv(), **PIXEL_KWARGS)
+    model.learn(16)
+    with pytest.raises(ValueError, match="image observations"):
+        imagination_frames(model.policy, model.replay_buffer)
