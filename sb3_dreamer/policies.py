@@ -222,6 +222,27 @@ class DreamerPolicy(BasePolicy):
         action = actor.mode(params) if deterministic else actor.sample(params)
         return StepOutput(action, state)
 
+    def _check_observation_dtypes(self, observation: np.ndarray | dict[str, np.ndarray]) -> None:
+        """Images must come as uint8 (a float image would skip the /255 scaling silently); other
+        inputs must be numeric."""
+        images, _ = split_observation_space(self.observation_space)
+        if isinstance(observation, dict):
+            if not isinstance(self.observation_space, spaces.Dict):
+                raise TypeError(f"got a dict observation for the observation space {self.observation_space}")
+            missing = set(self.observation_space.spaces) - set(observation)
+            if missing:
+                raise ValueError(f"observation is missing the keys {sorted(missing)}")
+            entries = {key: np.asarray(observation[key]) for key in self.observation_space.spaces}
+        else:
+            if isinstance(self.observation_space, spaces.Dict):
+                raise TypeError(f"expected a dict observation with keys {sorted(self.observation_space.spaces)}")
+            entries = {SINGLE_KEY: np.asarray(observation)}
+        for key, value in entries.items():
+            if key in images and value.dtype != np.uint8:
+                raise TypeError(f"image observation {key!r} must be uint8 (0..255), got {value.dtype}")
+            if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+                raise TypeError(f"observation {key!r} must be numeric, got {value.dtype}")
+
     def _check_state(self, state: DreamerState, n: int) -> None:
         cfg = self.config
         expected = (
@@ -254,6 +275,7 @@ class DreamerPolicy(BasePolicy):
         :return: the action(s) in the env's format and the next state
         """
         self.set_training_mode(False)
+        self._check_observation_dtypes(observation)
         obs_tensor, vectorized_env = self.obs_to_tensor(observation)
         n = batch_size_of(obs_tensor)
         if state is None:

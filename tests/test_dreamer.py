@@ -170,6 +170,8 @@ def test_predict_batches_and_state_checks(tiny_kwargs):
         model.predict(batch, state10, np.zeros(3, bool))
     with pytest.raises(ValueError):
         model.predict(np.zeros((10, 5), np.float32))
+    with pytest.raises(TypeError, match="numeric"):
+        model.predict(np.array([["a", "b"]]))
 
 
 def test_predict_is_pure_for_collection_state(tiny_kwargs):

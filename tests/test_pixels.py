@@ -68,6 +68,18 @@ def test_cnn_policy_on_fake_images(tmp_path, size, channels):
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
 
 
+def test_predict_rejects_float_images_and_missing_keys():
+    env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=True)
+    model = Dreamer("CnnPolicy", env, **PIXEL_KWARGS)
+    with pytest.raises(TypeError, match="uint8"):
+        model.predict(np.zeros((40, 40, 1), dtype=np.float32))
+    multi = Dreamer("MultiInputPolicy", SimpleMultiObsEnv(), **PIXEL_KWARGS)
+    with pytest.raises(ValueError, match="missing the keys"):
+        multi.predict({"vec": np.zeros(5, np.float32)})
+    with pytest.raises(TypeError, match="dict observation"):
+        multi.predict(np.zeros(5, np.float32))
+
+
 def test_multi_input_policy_on_simple_multi_obs_env(tmp_path):
     env = SimpleMultiObsEnv(random_start=True)
     model = Dreamer("MultiInputPolicy", env, **PIXEL_KWARGS)
