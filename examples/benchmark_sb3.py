@@ -27,8 +27,11 @@ import numpy as np
 THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0}
 
 #: RL Zoo hyperparameters (rl-baselines3-zoo ``hyperparams/*.yml``) for the baselines.
+#: ``n_timesteps`` is the zoo's training budget: schedules (linear learning rate and clip range,
+#: DQN's exploration fraction) are laid out over it, as in a zoo run evaluated part-way.
 ZOO_BASELINES: dict[tuple[str, str], dict[str, Any]] = {
     ("ppo", "CartPole-v1"): dict(
+        n_timesteps=100_000,
         n_envs=8,
         n_steps=32,
         batch_size=256,
@@ -40,6 +43,7 @@ ZOO_BASELINES: dict[tuple[str, str], dict[str, Any]] = {
         clip_range=("lin", 0.2),
     ),
     ("dqn", "CartPole-v1"): dict(
+        n_timesteps=50_000,
         learning_rate=2.3e-3,
         batch_size=64,
         buffer_size=100000,
@@ -52,12 +56,13 @@ ZOO_BASELINES: dict[tuple[str, str], dict[str, Any]] = {
         exploration_final_eps=0.04,
         policy_kwargs=dict(net_arch=[256, 256]),
     ),
-    ("sac", "Pendulum-v1"): dict(learning_rate=1e-3),
+    ("sac", "Pendulum-v1"): dict(n_timesteps=20_000, learning_rate=1e-3),
 }
 
 
-def _linear(start: float):
-    return lambda progress_remaining: progress_remaining * start
+def _linear(start: float, budget_fraction: float):
+    """Zoo ``lin_<start>`` schedule over the zoo budget, for a run of ``budget_fraction`` of it."""
+    return lambda progress_remaining: start * (1.0 - (1.0 - progress_remaining) * budget_fraction)
 
 
 def make_model(algo: str, env_id: str, seed: int, total_steps: int):
@@ -76,9 +81,12 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int):
         return Dreamer("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, **kwargs)
     kwargs = dict(ZOO_BASELINES[(algo, env_id)])
     n_envs = kwargs.pop("n_envs", 1)
+    budget_fraction = total_steps / kwargs.pop("n_timesteps")
     for key, value in list(kwargs.items()):
         if isinstance(value, tuple) and value[0] == "lin":
-            kwargs[key] = _linear(value[1])
+            kwargs[key] = _linear(value[1], budget_fraction)
+    if "exploration_fraction" in kwargs:
+        kwargs["exploration_fraction"] = min(1.0, kwargs["exploration_fraction"] / budget_fraction)
     cls = {"ppo": PPO, "dqn": DQN, "sac": SAC}[algo]
     return cls("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, **kwargs)
 
