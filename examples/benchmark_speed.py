@@ -7,19 +7,22 @@ the same run), ``predict`` latency for 1 and 8 envs, env steps per second during
 shipped train ratio, peak resident memory and replay bytes per stored step. Prints a markdown
 table.
 
-    python examples/benchmark_speed.py --sizes T XS S --precisions fp32 bf16 --threads 2
+    python examples/benchmark_speed.py --configs vector pixels --sizes T XS S --precisions fp32 bf16 --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import resource
 import time
 
+import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv
 from torch.utils.flop_counter import FlopCounterMode
 
 from sb3_dreamer import Dreamer, SequenceReplayBuffer
@@ -39,19 +42,27 @@ def matmul_peak(dtype: torch.dtype, size: tuple[int, int, int] = (16384, 512, 51
     return 2.0 * n * k * m / best
 
 
-def bench_size(env_id: str, size: str, precision: str, batch: int, length: int, updates: int) -> dict:
+def make_env(config: str, env_id: str, pixels_size: int) -> gym.Env:
+    """The vector task, or RGB images (SB3's FakeImageEnv, continuous actions) for ``pixels``."""
+    if config == "pixels":
+        return FakeImageEnv(screen_height=pixels_size, screen_width=pixels_size, n_channels=3, discrete=False)
+    return gym.make(env_id)
+
+
+def bench_size(
+    config: str, env_id: str, pixels_size: int, size: str, precision: str, batch: int, length: int, updates: int
+) -> dict:
     """Measure one configuration; returns a row of the table."""
-    model = Dreamer(
-        "MlpPolicy",
-        env_id,
+    policy_name = "CnnPolicy" if config == "pixels" else "MlpPolicy"
+    common = dict(
         model_size=size,
         precision=precision,
         batch_size=batch,
         sequence_length=length,
-        learning_starts=0,
-        gradient_steps=0,
         seed=0,
+        buffer_size=max(10 * length, 1000),
     )
+    model = Dreamer(policy_name, make_env(config, env_id, pixels_size), learning_starts=0, gradient_steps=0, **common)
     model.learn(max(2 * length, 256))
     policy, buffer = model.policy, model.replay_buffer
     batches = [buffer.sample(batch) for _ in range(updates + 1)]
@@ -78,23 +89,15 @@ def bench_size(env_id: str, size: str, precision: str, batch: int, length: int, 
         latencies[n_envs] = (time.perf_counter() - start) / 50 * 1e3
 
     # env steps per second during learn at the default train ratio (one update every 2 steps)
-    collector = Dreamer(
-        "MlpPolicy",
-        make_vec_env(env_id, n_envs=1),
-        model_size=size,
-        precision=precision,
-        batch_size=batch,
-        sequence_length=length,
-        learning_starts=length,
-        train_freq=2,
-        seed=0,
-    )
+    vec_env = make_vec_env(lambda: make_env(config, env_id, pixels_size), n_envs=1)
+    collector = Dreamer(policy_name, vec_env, learning_starts=length, train_freq=2, **common)
     collector.learn(length + 2)
     start = time.perf_counter()
     steps = 8
     collector.learn(steps, reset_num_timesteps=False)
     env_steps_per_second = steps / (time.perf_counter() - start)
     return dict(
+        config=config,
         size=size,
         precision=precision,
         dtype=str(policy.compute_dtype).replace("torch.", ""),
@@ -111,7 +114,9 @@ def bench_size(env_id: str, size: str, precision: str, batch: int, length: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument("--env", default="Pendulum-v1", help="the vector task")
+    parser.add_argument("--configs", nargs="+", default=["vector", "pixels"], choices=["vector", "pixels"])
+    parser.add_argument("--pixels-size", type=int, default=64)
     parser.add_argument("--sizes", nargs="+", default=["T", "XS", "S"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--batch", type=int, default=16)
@@ -129,22 +134,21 @@ def main() -> None:
         f"matmul peak (16384x512 @ 512x512): float32 {peak32 / 1e9:.0f} GFLOP/s, bfloat16 {peak16 / 1e9:.0f} GFLOP/s\n"
     )
     print(
-        "| size | precision | WM params | s/update | GFLOP/update | GFLOP/s | % fp32 peak | % bf16 peak "
+        "| obs | size | precision | WM params | s/update | GFLOP/update | GFLOP/s | % fp32 peak | % bf16 peak "
         "| predict 1 env (ms) | predict 8 envs (ms) | env steps/s in learn | buffer B/step |"
     )
-    print("|---" * 12 + "|")
-    for size in args.sizes:
-        for precision in args.precisions:
-            row = bench_size(args.env, size, precision, args.batch, args.length, args.updates)
-            achieved = row["achieved_gflops"] * 1e9
-            print(
-                f"| {size} | {row['dtype']} | {row['params_world_model'] / 1e6:.2f}M | {row['seconds_per_update']:.3f} "
-                f"| {row['gflop_per_update']:.1f} | {row['achieved_gflops']:.0f} "
-                f"| {100 * achieved / peak32:.0f}% | {100 * achieved / peak16:.0f}% "
-                f"| {row['predict_ms_1']:.2f} | {row['predict_ms_8']:.2f} | {row['env_steps_per_second']:.1f} "
-                f"| {row['bytes_per_step']} |",
-                flush=True,
-            )
+    print("|---" * 13 + "|")
+    for config, size, precision in itertools.product(args.configs, args.sizes, args.precisions):
+        row = bench_size(config, args.env, args.pixels_size, size, precision, args.batch, args.length, args.updates)
+        achieved = row["achieved_gflops"] * 1e9
+        print(
+            f"| {config} | {size} | {row['dtype']} | {row['params_world_model'] / 1e6:.2f}M "
+            f"| {row['seconds_per_update']:.3f} | {row['gflop_per_update']:.1f} | {row['achieved_gflops']:.0f} "
+            f"| {100 * achieved / peak32:.0f}% | {100 * achieved / peak16:.0f}% "
+            f"| {row['predict_ms_1']:.2f} | {row['predict_ms_8']:.2f} | {row['env_steps_per_second']:.1f} "
+            f"| {row['bytes_per_step']} |",
+            flush=True,
+        )
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory of the whole run: {peak_rss_mb:.0f} MB")
 

@@ -263,7 +263,7 @@ class ActorCritic(nn.Module):
             critic_logits = self.critic(features)  # (H + 1, N, bins), graph to the critic only
             values = two_hot_symlog_mean(critic_logits.detach(), self.value_bins)
         with torch.no_grad():
-            continues = torch.cat([start_continue[None], world_model.continuation(features[1:])])
+            continues = torch.cat([start_continue[None], world_model.continuation(features[1:].detach())])
             weights = torch.cumprod(cfg.gamma * continues, 0) / cfg.gamma  # (H + 1, N)
         returns = lambda_returns(rewards, cfg.gamma * continues[1:], values, cfg.return_lambda)  # (H, N)
         scale = self.return_normalizer.update(returns)
