@@ -198,7 +198,7 @@ def imagine(world_model: WorldModel, actor: Actor, start: RSSMState, horizon: in
             step_params = actor(features[-1].detach())
         params.append(step_params)
         with torch.set_grad_enabled(grad):
-            action = actor.sample(step_params if grad else step_params.detach())
+            action = actor.sample(step_params)
             actions.append(action)
             state = world_model.rssm.img_step(state, action)
             features.append(state.features())

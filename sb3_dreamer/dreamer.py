@@ -24,13 +24,14 @@ from sb3_dreamer.policies import (
     SUPPORTED_ACTION_SPACES,
     CnnPolicy,
     DreamerPolicy,
+    DreamerState,
     MlpPolicy,
     MultiInputPolicy,
     action_spec_from_space,
+    state_to_numpy,
 )
 from sb3_dreamer.precision import PRECISIONS, resolve_precision
 from sb3_dreamer.presets import make_config
-from sb3_dreamer.world_model import RSSMState
 
 SelfDreamer = TypeVar("SelfDreamer", bound="Dreamer")
 
@@ -173,7 +174,7 @@ class Dreamer(OffPolicyAlgorithm):
             sde_support=False,
             supported_action_spaces=None,
         )
-        self._collection_state: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._collection_state: DreamerState | None = None
         self._n_updates_skipped = 0
         self._rng_state: dict[str, Any] | None = None
         if _init_setup_model:
@@ -231,20 +232,9 @@ class Dreamer(OffPolicyAlgorithm):
         assert self._last_obs is not None, "self._last_obs was not set"
         policy = self.policy
         obs_tensor, _ = policy.obs_to_tensor(self._last_obs)
-        if self._collection_state is None:
-            state, prev_action = policy.initial_state(n_envs), torch.zeros(n_envs, policy.action_spec.encoding_size)
-            is_first = np.ones(n_envs, dtype=np.float32)
-        else:
-            state = RSSMState(*(torch.as_tensor(part, device=self.device) for part in self._collection_state[:2]))
-            prev_action = torch.as_tensor(self._collection_state[2])
-            is_first = np.asarray(self._last_episode_starts, dtype=np.float32)
         policy.set_training_mode(False)
-        output = policy.step(
-            obs_tensor,
-            state,
-            prev_action.to(self.device),
-            torch.as_tensor(is_first, device=self.device),
-            deterministic=False,
+        output = policy.step_from_numpy(
+            obs_tensor, self._collection_state, self._last_episode_starts, deterministic=False
         )
         encoded_action = output.action
         if self.num_timesteps < learning_starts:
@@ -253,11 +243,7 @@ class Dreamer(OffPolicyAlgorithm):
             encoded_action = policy.encode_actions(torch.as_tensor(buffer_action, device=self.device))
         else:
             action, buffer_action = policy.decode_actions(encoded_action)
-        self._collection_state = (
-            output.state.deter.cpu().numpy(),
-            output.state.stoch.cpu().numpy(),
-            encoded_action.cpu().numpy(),
-        )
+        self._collection_state = state_to_numpy(output.state, encoded_action)
         return action, buffer_action
 
     def _store_transition(

@@ -60,6 +60,11 @@ def batch_size_of(observation: torch.Tensor | dict[str, torch.Tensor]) -> int:
     return observation.shape[0]
 
 
+def state_to_numpy(state: RSSMState, action: torch.Tensor) -> DreamerState:
+    """The ``(deter, stoch, prev_action)`` numpy tuple that ``predict`` returns and accepts."""
+    return state.deter.cpu().numpy(), state.stoch.cpu().numpy(), action.cpu().numpy()
+
+
 class StepOutput(NamedTuple):
     """One acting step: encoded action (model input) and the new RSSM state, as tensors."""
 
@@ -222,6 +227,33 @@ class DreamerPolicy(BasePolicy):
         action = actor.mode(params) if deterministic else actor.sample(params)
         return StepOutput(action, state)
 
+    def step_from_numpy(
+        self,
+        observation: torch.Tensor | dict[str, torch.Tensor],
+        state: DreamerState | None,
+        episode_start: np.ndarray | None,
+        deterministic: bool,
+    ) -> StepOutput:
+        """:meth:`step` with the state in its numpy form; ``state=None`` starts every stream anew,
+        and rows where ``episode_start`` is set are reset."""
+        n = batch_size_of(observation)
+        if state is None:
+            rssm_state, prev_action = self.initial_state(n), torch.zeros(n, self.action_spec.encoding_size)
+            is_first = np.ones(n, dtype=np.float32)
+        else:
+            rssm_state = RSSMState(*(torch.as_tensor(part, device=self.device) for part in state[:2]))
+            prev_action = torch.as_tensor(state[2])
+            is_first = np.zeros(n, dtype=np.float32)
+        if episode_start is not None:
+            is_first = np.maximum(is_first, np.asarray(episode_start, dtype=np.float32))
+        return self.step(
+            observation,
+            rssm_state,
+            prev_action.to(self.device),
+            torch.as_tensor(is_first, device=self.device),
+            deterministic,
+        )
+
     def _check_observation_dtypes(self, observation: np.ndarray | dict[str, np.ndarray]) -> None:
         """Images must come as uint8 (a float image would skip the /255 scaling silently); other
         inputs must be numeric."""
@@ -278,32 +310,15 @@ class DreamerPolicy(BasePolicy):
         self._check_observation_dtypes(observation)
         obs_tensor, vectorized_env = self.obs_to_tensor(observation)
         n = batch_size_of(obs_tensor)
-        if state is None:
-            rssm_state, prev_action = self.initial_state(n), torch.zeros(n, self.action_spec.encoding_size)
-            is_first = np.ones(n, dtype=np.float32)
-        else:
+        if state is not None:
             self._check_state(state, n)
-            rssm_state = RSSMState(*(torch.as_tensor(part, device=self.device) for part in state[:2]))
-            prev_action = torch.as_tensor(state[2])
-            is_first = np.zeros(n, dtype=np.float32)
         if episode_start is not None:
-            starts = np.asarray(episode_start, dtype=np.float32).reshape(-1)
-            if starts.shape[0] != n:
-                raise ValueError(f"episode_start has {starts.shape[0]} entries for {n} observations")
-            is_first = np.maximum(is_first, starts)
-        output = self.step(
-            obs_tensor,
-            rssm_state,
-            prev_action.to(self.device),
-            torch.as_tensor(is_first, device=self.device),
-            deterministic,
-        )
+            episode_start = np.asarray(episode_start, dtype=np.float32).reshape(-1)
+            if episode_start.shape[0] != n:
+                raise ValueError(f"episode_start has {episode_start.shape[0]} entries for {n} observations")
+        output = self.step_from_numpy(obs_tensor, state, episode_start, deterministic)
         env_action, _ = self.decode_actions(output.action)
-        next_state = (
-            output.state.deter.cpu().numpy(),
-            output.state.stoch.cpu().numpy(),
-            output.action.cpu().numpy(),
-        )
+        next_state = state_to_numpy(output.state, output.action)
         if not vectorized_env:
             env_action = env_action.squeeze(axis=0)
         return env_action, next_state

@@ -147,11 +147,12 @@ class RSSM(nn.Module):
         """
         num_steps, batch = is_first.shape
         if state is None:
-            state = self.initial_state(batch)
             is_first = is_first.clone()
             is_first[0] = 1.0
         # acting mostly continues episodes: skip the initial-state MLP when nothing resets
         initial = self.initial_state(batch) if bool(is_first.any()) else None
+        if state is None:
+            state = initial
         keep = (1.0 - is_first.to(embed.dtype)).unsqueeze(-1)  # (T, B, 1)
         action_proj = self.img_in_action(self._bound_action(action)) * keep  # (T, B, hidden)
         embed_proj = self.obs_out_embed(embed)  # (T, B, hidden)
