@@ -10,6 +10,8 @@
   ``libegl1`` and ``libgl1``.
 
 ``make_vec_dreamer_env`` vectorises any of them for ``n_envs > 1`` (Dummy or Subproc).
+``wrap_atari`` and ``wrap_dmc`` apply the same preprocessing to an env made elsewhere (the RL Zoo
+makes its envs itself and then applies these as ``env_wrapper``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,22 @@ def make_atari_env(
         full_action_space=True,
         **make_kwargs,
     )
+    return wrap_atari(env, grayscale=grayscale, size=size, noop_max=noop_max)
+
+
+def wrap_atari(env: gym.Env, grayscale: bool = True, size: int = 64, noop_max: int = 30) -> gym.Env:
+    """The Dreamer preprocessing of :func:`make_atari_env` around an ALE env made elsewhere.
+
+    This is the ``env_wrapper`` of the ``atari`` section of the packaged RL Zoo file: the zoo makes
+    the env itself, so the ALE settings go into its ``env_kwargs`` (``frameskip: 1``,
+    ``repeat_action_probability: 0.25``, ``full_action_space: true``).
+
+    :param env: an ALE env made with ``frameskip=1`` (the wrapper skips 4 frames itself)
+    :param grayscale: 1-channel frames if ``True``, RGB otherwise
+    :param size: square frame size
+    :param noop_max: maximum number of no-op actions at reset
+    :return: env with ``(size, size, 1 or 3)`` uint8 observations
+    """
     return gym.wrappers.AtariPreprocessing(
         env,
         noop_max=noop_max,
@@ -148,8 +166,38 @@ def make_dmc_env(
         render_mode="rgb_array" if render else None,
         render_kwargs={"height": size, "width": size, "camera_id": camera} if render else None,
     )
-    env = DmcObservationWrapper(env, observation, size)
-    return ActionRepeat(env, action_repeat)
+    return wrap_dmc(env, observation, size, action_repeat)
+
+
+def wrap_dmc(
+    env: gym.Env,
+    observation: DmcObservation = "pixels",
+    size: int = 64,
+    action_repeat: int = 2,
+) -> gym.Env:
+    """The Dreamer observation and action repeat of :func:`make_dmc_env` around a shimmy env made
+    elsewhere (the ``env_wrapper`` of the ``dm_control/...`` sections of the packaged RL Zoo file).
+
+    For pixels the env must render them: make it with ``render_mode="rgb_array"`` and
+    ``render_kwargs={"height": size, "width": size, "camera_id": 0}`` (the zoo's ``env_kwargs``).
+
+    :param env: a ``dm_control/<domain>-<task>-v0`` env from shimmy
+    :param observation: ``"pixels"``, ``"proprio"`` or ``"both"``
+    :param size: square render size for pixels; must match the env's ``render_kwargs``
+    :param action_repeat: env steps per agent step (rewards summed)
+    :raises ValueError: if pixels are asked for and the env does not render them at ``size``
+    """
+    if observation != "proprio":
+        render_kwargs = getattr(env.unwrapped, "render_kwargs", None) or {}
+        rendered = (render_kwargs.get("height"), render_kwargs.get("width"))
+        if env.render_mode != "rgb_array" or rendered != (size, size):
+            raise ValueError(
+                f"observation={observation!r} needs an env made with render_mode='rgb_array' and "
+                f"render_kwargs height = width = {size}; got render_mode={env.render_mode!r}, "
+                f"render_kwargs={render_kwargs}"
+            )
+    # Repeat inside the observation wrapper, so that only the last frame of a repeat is rendered.
+    return DmcObservationWrapper(ActionRepeat(env, action_repeat), observation, size)
 
 
 def make_vec_dreamer_env(
