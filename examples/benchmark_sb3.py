@@ -9,6 +9,18 @@ Example (what ``docs/benchmarks.md`` reports)::
     python examples/benchmark_sb3.py --env CartPole-v1 --algos dreamer ppo dqn --steps 20000 \
         --dreamer-steps 10000 --jobs 2
     python examples/benchmark_sb3.py --env Pendulum-v1 --algos dreamer sac --steps 10000 --jobs 2
+
+``dreamer`` is DreamerV3; ``dreamer_v1`` and ``dreamer_v2`` run the same packaged settings
+(``sb3_dreamer/hyperparams/dreamer.yml``) on DreamerV1 / DreamerV2::
+
+    python examples/benchmark_sb3.py --env CartPole-v1 --algos dreamer_v1 dreamer_v2 --steps 10000
+
+Pixel tasks use the Dreamer preprocessing of :mod:`sb3_dreamer.envs`; their budgets and the
+``steps`` of the CSVs count environment frames (agent steps times the action repeat)::
+
+    python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer \
+        --steps 100000 --eval-freq 10000 --eval-episodes 5 --seeds 0 --jobs 1
+    python examples/benchmark_sb3.py --env ALE/Pong-v5 --algos dreamer --steps 200000 --seeds 0 --jobs 1
 """
 
 from __future__ import annotations
@@ -24,7 +36,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0}
+THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0, "dm_control/cartpole-balance-v0": 800.0}
+
+#: Environment frames per agent step of the pixel tasks (DMC action repeat, Atari frame skip).
+ACTION_REPEAT = {"dm_control/cartpole-balance-v0": 2, "ALE/Pong-v5": 4}
 
 #: RL Zoo hyperparameters (rl-baselines3-zoo ``hyperparams/*.yml``) for the baselines.
 #: ``n_timesteps`` is the zoo's training budget: schedules (linear learning rate and clip range,
@@ -57,7 +72,34 @@ ZOO_BASELINES: dict[tuple[str, str], dict[str, Any]] = {
         policy_kwargs=dict(net_arch=[256, 256]),
     ),
     ("sac", "Pendulum-v1"): dict(n_timesteps=20_000, learning_rate=1e-3),
+    # The zoo has no pixel-DMC entry: SB3's SAC defaults with a replay buffer that fits in RAM.
+    ("sac", "dm_control/cartpole-balance-v0"): dict(n_timesteps=50_000, buffer_size=100_000, learning_starts=2500),
 }
+
+
+def make_env(env_id: str) -> gym.Env:
+    """One env of ``env_id``; the pixel tasks get the Dreamer preprocessing."""
+    from sb3_dreamer.envs import make_atari_env, make_dmc_env
+
+    if env_id.startswith("dm_control/"):
+        return make_dmc_env(env_id.removeprefix("dm_control/").removesuffix("-v0"), observation="pixels")
+    if env_id.startswith("ALE/"):
+        return make_atari_env(env_id.removeprefix("ALE/").removesuffix("-v5"))
+    return gym.make(env_id)
+
+
+def make_train_env(env_id: str, n_envs: int, seed: int):
+    """``n_envs`` monitored copies of :func:`make_env` in a ``DummyVecEnv``."""
+    from functools import partial
+
+    from sb3_dreamer.envs import make_vec_dreamer_env
+
+    return make_vec_dreamer_env(partial(make_env, env_id), n_envs=n_envs, seed=seed)
+
+
+def policy_name(env_id: str) -> str:
+    """``CnnPolicy`` for the pixel tasks, ``MlpPolicy`` otherwise."""
+    return "CnnPolicy" if env_id in ACTION_REPEAT else "MlpPolicy"
 
 
 def _linear(start: float, budget_fraction: float):
@@ -68,17 +110,18 @@ def _linear(start: float, budget_fraction: float):
 def make_model(algo: str, env_id: str, seed: int, total_steps: int):
     """Build the model of ``algo`` for ``env_id`` with the shipped / zoo hyperparameters."""
     from stable_baselines3 import DQN, PPO, SAC
-    from stable_baselines3.common.env_util import make_vec_env
 
-    if algo == "dreamer":
+    if algo.startswith("dreamer"):
         from sb3_dreamer import Dreamer
         from sb3_dreamer.hyperparams import load_hyperparams
 
         kwargs = load_hyperparams(env_id)
+        # "dreamer" is the default (V3); "dreamer_v1" / "dreamer_v2" the same settings on another version
+        kwargs["version"] = algo.partition("_")[2] or "v3"
         n_envs = kwargs.pop("n_envs", 1)
         kwargs.pop("n_timesteps", None)
         kwargs.pop("policy", None)
-        return Dreamer("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, **kwargs)
+        return Dreamer(policy_name(env_id), make_train_env(env_id, n_envs, seed), seed=seed, **kwargs)
     kwargs = dict(ZOO_BASELINES[(algo, env_id)])
     n_envs = kwargs.pop("n_envs", 1)
     budget_fraction = total_steps / kwargs.pop("n_timesteps")
@@ -88,7 +131,12 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int):
     if "exploration_fraction" in kwargs:
         kwargs["exploration_fraction"] = min(1.0, kwargs["exploration_fraction"] / budget_fraction)
     cls = {"ppo": PPO, "dqn": DQN, "sac": SAC}[algo]
-    return cls("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, **kwargs)
+    return cls(policy_name(env_id), make_train_env(env_id, n_envs, seed), seed=seed, **kwargs)
+
+
+def file_stem(env_id: str) -> str:
+    """``env_id`` as a file name (``dm_control/cartpole-balance-v0`` -> ``dm_control-cartpole-balance-v0``)."""
+    return env_id.replace("/", "-")
 
 
 def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
@@ -100,11 +148,22 @@ def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
     from stable_baselines3.common.monitor import Monitor
 
     torch.set_num_threads(1)
+    repeat = ACTION_REPEAT.get(env_id, 1)
+    total_steps //= repeat
+    eval_freq //= repeat
     model = make_model(algo, env_id, seed, total_steps)
-    eval_env = Monitor(gym.make(env_id))
+    eval_env = Monitor(make_env(env_id))
     eval_env.reset(seed=10_000 + seed)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
+    path = Path(out) / f"{file_stem(env_id)}_{algo}_seed{seed}.csv"
+
+    def write_rows() -> None:
+        """Rewrite the CSV after every evaluation, so that a long run leaves a partial curve."""
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
 
     def evaluate(steps: int) -> None:
         mean, std = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
@@ -113,14 +172,15 @@ def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
                 algo=algo,
                 env=env_id,
                 seed=seed,
-                steps=steps,
+                steps=steps * repeat,
                 mean=mean,
                 std=std,
                 wall_seconds=round(time.perf_counter() - start, 1),
             )
         )
+        write_rows()
         print(
-            f"[{algo} {env_id} seed {seed}] {steps} steps: {mean:.1f} +- {std:.1f} ({rows[-1]['wall_seconds']} s)",
+            f"[{algo} {env_id} seed {seed}] {steps * repeat} env steps: {mean:.1f} +- {std:.1f} ({rows[-1]['wall_seconds']} s)",
             flush=True,
         )
 
@@ -136,11 +196,6 @@ def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
             return True
 
     model.learn(total_steps, callback=EvalEvery())
-    path = Path(out) / f"{env_id}_{algo}_seed{seed}.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     return str(path)
 
 
@@ -160,7 +215,7 @@ def summarise(out: Path, env_id: str, algos: list[str]) -> str:
     for algo in algos:
         curves: dict[int, list[float]] = {}
         reach[algo], wall[algo] = [], []
-        for path in sorted(out.glob(f"{env_id}_{algo}_seed*.csv")):
+        for path in sorted(out.glob(f"{file_stem(env_id)}_{algo}_seed*.csv")):
             with open(path) as handle:
                 rows = list(csv.DictReader(handle))
             reached = [int(r["steps"]) for r in rows if threshold is not None and float(r["mean"]) >= threshold]
@@ -184,7 +239,7 @@ def summarise(out: Path, env_id: str, algos: list[str]) -> str:
     ax.set_title(env_id)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / f"{env_id}.png", dpi=100)
+    fig.savefig(out / f"{file_stem(env_id)}.png", dpi=100)
     budgets = sorted({s for curves in table.values() for s in curves})
     stride = 2000 if budgets[-1] >= 10_000 else 1
     shown = [b for b in budgets if b % stride == 0 or b == budgets[-1]]
@@ -220,7 +275,7 @@ def main() -> None:
             (algo, args.env, seed, steps, args.eval_freq, args.eval_episodes, str(out))
             for algo in args.algos
             for seed in args.seeds
-            for steps in [args.dreamer_steps if algo == "dreamer" and args.dreamer_steps else args.steps]
+            for steps in [args.dreamer_steps if algo.startswith("dreamer") and args.dreamer_steps else args.steps]
         ]
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             for path in pool.imap_unordered(run_one, jobs):

@@ -7,9 +7,11 @@ Shapes: ``H`` imagination horizon, ``N`` start states (all ``T*B`` posterior sta
 from __future__ import annotations
 
 import copy
+import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sb3_dreamer.distributions import (
@@ -19,11 +21,8 @@ from sb3_dreamer.distributions import (
     mode_one_hot,
     sample_one_hot,
     straight_through,
-    symlog_bins,
-    two_hot_symlog_loss,
-    two_hot_symlog_mean,
 )
-from sb3_dreamer.networks import MLP
+from sb3_dreamer.networks import MLP, LayerStyle, ScalarHead
 from sb3_dreamer.presets import DreamerConfig
 from sb3_dreamer.world_model import RSSMState, WorldModel
 
@@ -49,12 +48,19 @@ class ActionSpec(NamedTuple):
         return self.heads * self.classes if self.discrete else self.dim
 
 
+#: ``softplus⁻¹(5)``: DreamerV1's tanh-Normal actor starts with std 5 before the squashing.
+_TANH_NORMAL_INIT_STD = math.log(math.expm1(5.0))
+
+
 class Actor(nn.Module):
     """Policy network with a plain-tensor distribution.
 
-    Discrete: one categorical per head with ``unimix`` uniform mixing. Continuous: a Gaussian with
-    ``tanh`` mean and std ``(max - min) * sigmoid(s + 2) + min``. ``forward`` returns the raw
-    distribution parameters ``(..., P)``; the other methods interpret them.
+    Discrete: one categorical per head with ``unimix`` uniform mixing. Continuous
+    (``config.actor_dist``): ``"normal"``, a Gaussian with ``tanh`` mean and std
+    ``(max - min) * sigmoid(s + 2) + min`` (V2/V3; the env clips samples to the bounds), or
+    ``"tanh_normal"``, ``tanh`` of a Gaussian with mean ``5 tanh(μ / 5)`` and std
+    ``softplus(s + softplus⁻¹(5)) + min`` (V1). ``forward`` returns the raw distribution
+    parameters ``(..., P)``; the other methods interpret them.
     """
 
     def __init__(self, feature_size: int, spec: ActionSpec, config: DreamerConfig) -> None:
@@ -62,8 +68,11 @@ class Actor(nn.Module):
         self.spec = spec
         self.unimix = config.actor_unimix
         self.min_std, self.max_std = config.actor_min_std, config.actor_max_std
+        self.tanh_normal = config.actor_dist == "tanh_normal"
+        self.explore_noise = config.explore_noise
         out = spec.heads * spec.classes if spec.discrete else 2 * spec.dim
-        self.net = MLP(feature_size, config.units, config.layers, out)
+        style = LayerStyle(config.layer_norm, config.activation)
+        self.net = MLP(feature_size, config.units, config.layers, out, style=style)
         if spec.discrete:
             mask = torch.zeros(spec.heads, spec.classes, dtype=torch.bool)
             for head, valid in enumerate(spec.valid_classes):
@@ -88,7 +97,10 @@ class Actor(nn.Module):
         return torch.log(self._probs(params).clamp(min=1e-30))
 
     def _mean_std(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the Gaussian (before the squashing, for ``tanh_normal``)."""
         mean, std = params.float().chunk(2, dim=-1)
+        if self.tanh_normal:
+            return 5.0 * torch.tanh(mean / 5.0), F.softplus(std + _TANH_NORMAL_INIT_STD) + self.min_std
         std = (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
         return torch.tanh(mean), std
 
@@ -98,13 +110,28 @@ class Actor(nn.Module):
             probs = self._probs(params)
             return straight_through(sample_one_hot(probs), probs).flatten(-2)
         mean, std = self._mean_std(params)
-        return mean + std * torch.randn_like(std)
+        action = mean + std * torch.randn_like(std)
+        return torch.tanh(action) if self.tanh_normal else action
 
     def mode(self, params: torch.Tensor) -> torch.Tensor:
-        """Most likely action: ``(..., P) -> (..., A)``."""
+        """Most likely action (``tanh`` of the mean for ``tanh_normal``): ``(..., P) -> (..., A)``."""
         if self.spec.discrete:
             return mode_one_hot(self._probs(params)).flatten(-2)
-        return self._mean_std(params)[0]
+        mean = self._mean_std(params)[0]
+        return torch.tanh(mean) if self.tanh_normal else mean
+
+    def explore(self, action: torch.Tensor) -> torch.Tensor:
+        """Exploration while collecting (``explore_noise``): Gaussian noise on continuous actions,
+        clipped to ``[-1, 1]``, or a uniformly random class per discrete head with that
+        probability. ``(n, A) -> (n, A)``; the identity when ``explore_noise`` is 0."""
+        if self.explore_noise == 0.0:
+            return action
+        if not self.spec.discrete:
+            return (action + self.explore_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
+        one_hot = action.unflatten(-1, (self.spec.heads, self.spec.classes))
+        random_one_hot = sample_one_hot(self.uniform_probs.expand_as(one_hot))
+        replace = torch.rand(one_hot.shape[:-1], device=action.device).unsqueeze(-1) < self.explore_noise
+        return torch.where(replace, random_one_hot, one_hot).flatten(-2)
 
     def log_prob(self, params: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Log-likelihood of an encoded action, summed over heads/dims: ``(...)``."""
@@ -112,10 +139,15 @@ class Actor(nn.Module):
             one_hot = action.unflatten(-1, (self.spec.heads, self.spec.classes))
             return (one_hot * self._log_probs(params)).sum((-2, -1))
         mean, std = self._mean_std(params)
-        return gaussian_log_prob(action, mean, std)
+        if not self.tanh_normal:
+            return gaussian_log_prob(action, mean, std)
+        squashed = action.clamp(-1.0 + 1e-6, 1.0 - 1e-6)
+        jacobian = torch.log1p(-(squashed**2)).sum(-1)  # log |d tanh(u) / du|
+        return gaussian_log_prob(torch.atanh(squashed), mean, std) - jacobian
 
     def entropy(self, params: torch.Tensor) -> torch.Tensor:
-        """Entropy in nats, summed over heads/dims: ``(...)``."""
+        """Entropy in nats, summed over heads/dims (of the Gaussian before squashing for
+        ``tanh_normal``, whose squashed entropy has no closed form): ``(...)``."""
         if self.spec.discrete:
             return categorical_entropy(self._log_probs(params)).sum(-1)
         return gaussian_entropy(self._mean_std(params)[1])
@@ -212,34 +244,46 @@ class ActorOutput(NamedTuple):
     features: torch.Tensor  # (H, N, F) detached features of states 0..H-1
     returns: torch.Tensor  # (H, N) detached λ-returns
     weights: torch.Tensor  # (H, N) cumulative predicted discount
-    critic_logits: torch.Tensor | None  # (H, N, bins) critic outputs with graph, when already computed
+    critic_raw: torch.Tensor | None  # (H, N, P) critic outputs with graph, when already computed
     metrics: dict[str, torch.Tensor]
 
 
 class ActorCritic(nn.Module):
-    """Actor, two-hot critic, its slow EMA copy and the return normaliser (DreamerV3)."""
+    """Actor, critic, its slow copy and the return normaliser.
+
+    The critic's likelihood, how the slow critic follows it and what it is used for, the actor's
+    gradient estimator and the return normalisation come from ``config`` (see
+    :class:`~sb3_dreamer.presets.DreamerConfig`), so that one class serves V1, V2 and V3.
+    """
 
     def __init__(self, feature_size: int, spec: ActionSpec, config: DreamerConfig) -> None:
         super().__init__()
         self.config = config
         self.spec = spec
         self.actor = Actor(feature_size, spec, config)
-        self.critic = MLP(feature_size, config.units, config.layers, config.reward_bins, out_scale=0.0)
+        style = LayerStyle(config.layer_norm, config.activation)
+        self.critic = ScalarHead(feature_size, config.units, config.layers, config.heads, config.reward_bins, style)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.return_normalizer = ReturnNormalizer(
             config.return_norm_decay, config.return_norm_low, config.return_norm_high, config.return_norm_limit
         )
-        self.register_buffer("value_bins", symlog_bins(config.reward_bins), persistent=False)
+        #: critic updates so far, for the slow critic's update interval (saved with the model)
+        self.register_buffer("critic_updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def actor_grad(self) -> str:
+        """``"reinforce"``, ``"backprop"`` or ``"both"`` for this action space."""
+        return self.config.actor_grad_discrete if self.spec.discrete else self.config.actor_grad_continuous
 
     @property
     def uses_backprop(self) -> bool:
-        grad = self.config.actor_grad_discrete if self.spec.discrete else self.config.actor_grad_continuous
-        return grad == "backprop"
+        """Whether the actor loss differentiates through the imagined dynamics."""
+        return self.actor_grad != "reinforce"
 
     def value(self, features: torch.Tensor, slow: bool = False) -> torch.Tensor:
         """Critic mean: ``(..., F) -> (...)``."""
         net = self.slow_critic if slow else self.critic
-        return two_hot_symlog_mean(net(features), self.value_bins)
+        return net.mean(net(features))
 
     def actor_loss(self, world_model: WorldModel, start: RSSMState, start_continue: torch.Tensor) -> ActorOutput:
         """Imagine from ``start`` (``N`` states) and compute the actor loss.
@@ -248,33 +292,45 @@ class ActorCritic(nn.Module):
         (:meth:`sb3_dreamer.policies.DreamerPolicy.frozen`), so that gradients flow through them
         into the imagined states but not into their weights. Reinforce actors: the dynamics run
         without autograd, and the critic's forward pass on the imagined states is shared with the
-        critic loss (returned as ``critic_logits``).
+        critic loss (returned as ``critic_raw``).
         """
         cfg = self.config
+        grad = self.actor_grad
         backprop = self.uses_backprop
         trajectory = imagine(world_model, self.actor, start, cfg.horizon, grad=backprop)
         features = trajectory.features  # (H + 1, N, F)
-        critic_logits = None
+        critic_raw = None
         with torch.set_grad_enabled(backprop):
             rewards = world_model.reward(features[1:])  # (H, N)
             if backprop:
-                values = self.value(features)  # (H + 1, N)
+                values = self.value(features, slow=cfg.slow_critic_returns)  # (H + 1, N)
         if not backprop:
-            critic_logits = self.critic(features)  # (H + 1, N, bins), graph to the critic only
-            values = two_hot_symlog_mean(critic_logits.detach(), self.value_bins)
+            critic_raw = self.critic(features)  # (H + 1, N, P), graph to the critic only
+            with torch.no_grad():
+                slow_values = self.value(features, slow=True) if cfg.slow_critic_returns else None
+            values = self.critic.mean(critic_raw.detach()) if slow_values is None else slow_values
         with torch.no_grad():
             continues = torch.cat([start_continue[None], world_model.continuation(features[1:].detach())])
             weights = torch.cumprod(cfg.gamma * continues, 0) / cfg.gamma  # (H + 1, N)
         returns = lambda_returns(rewards, cfg.gamma * continues[1:], values, cfg.return_lambda)  # (H, N)
-        scale = self.return_normalizer.update(returns)
+        if cfg.return_normalization:
+            scale = self.return_normalizer.update(returns)
+        else:
+            scale = torch.ones((), device=returns.device)
         advantages = (returns - values[:-1]) / scale  # (H, N)
 
         if backprop:
             params = self.actor(features[:-1].detach())  # (H, N, P)
-            objective = advantages
+            dynamics = advantages if cfg.backprop_baseline else returns / scale
         else:
             params = trajectory.actor_params
-            objective = self.actor.log_prob(params, trajectory.actions) * advantages.detach()
+        if grad == "backprop":
+            objective = dynamics
+        else:
+            reinforce = self.actor.log_prob(params, trajectory.actions.detach()) * advantages.detach()
+            objective = reinforce if grad == "reinforce" else cfg.actor_grad_mix * dynamics + (
+                1.0 - cfg.actor_grad_mix
+            ) * reinforce
         entropy = self.actor.entropy(params)
         loss = (-(objective + cfg.ent_coef * entropy) * weights[:-1]).mean()
         metrics = {
@@ -289,26 +345,32 @@ class ActorCritic(nn.Module):
             features[:-1].detach(),
             returns.detach(),
             weights[:-1],
-            None if critic_logits is None else critic_logits[:-1],
+            None if critic_raw is None else critic_raw[:-1],
             metrics,
         )
 
     def critic_loss(self, actor_output: ActorOutput) -> torch.Tensor:
-        """Two-hot regression of the λ-returns plus a regulariser toward the slow critic,
-        weighted by the cumulative predicted discount of each imagined state."""
+        """Regression of the λ-returns, plus (``slow_reg_scale``) a regulariser toward the slow
+        critic, weighted by the cumulative predicted discount of each imagined state."""
         features = actor_output.features  # (H, N, F)
-        logits = actor_output.critic_logits
-        if logits is None:
-            logits = self.critic(features)
-        with torch.no_grad():
-            slow_target = self.value(features, slow=True)
-        loss = two_hot_symlog_loss(logits, actor_output.returns, self.value_bins)
-        loss = loss + self.config.slow_reg_scale * two_hot_symlog_loss(logits, slow_target, self.value_bins)
+        raw = actor_output.critic_raw
+        if raw is None:
+            raw = self.critic(features)
+        loss = self.critic.loss(raw, actor_output.returns)
+        if self.config.slow_reg_scale > 0.0:
+            with torch.no_grad():
+                slow_target = self.value(features, slow=True)
+            loss = loss + self.config.slow_reg_scale * self.critic.loss(raw, slow_target)
         return (loss * actor_output.weights).mean()
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:
-        """EMA step of the slow critic toward the critic."""
+        """Count a critic update; every ``slow_critic_interval`` of them, move the slow critic
+        toward the critic by ``1 - slow_critic_decay`` (an EMA step, or a hard copy at decay 0)."""
+        self.critic_updates += 1
+        interval = self.config.slow_critic_interval
+        if interval > 1 and int(self.critic_updates) % interval != 0:
+            return
         mix = 1.0 - self.config.slow_critic_decay
         for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
             slow.lerp_(fast, mix)

@@ -151,3 +151,10 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
 def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
     """Entropy of a diagonal Gaussian, summed over the last axis: ``(..., D) -> (...)``."""
     return (0.5 * torch.log(2.0 * torch.pi * torch.e * std * std)).sum(-1)
+
+
+def gaussian_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor, std_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of diagonal Gaussians, summed over the last axis: ``(..., D) -> (...)``."""
+    var_ratio = (std_p / std_q) ** 2
+    mean_term = ((mean_p - mean_q) / std_q) ** 2
+    return (0.5 * (var_ratio + mean_term - 1.0 - torch.log(var_ratio))).sum(-1)

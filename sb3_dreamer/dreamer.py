@@ -31,13 +31,16 @@ from sb3_dreamer.policies import (
     state_to_numpy,
 )
 from sb3_dreamer.precision import PRECISIONS, resolve_precision
-from sb3_dreamer.presets import make_config
+from sb3_dreamer.presets import PAPER_BATCH, make_config
 
 SelfDreamer = TypeVar("SelfDreamer", bound="Dreamer")
 
 
 class Dreamer(OffPolicyAlgorithm):
-    """DreamerV3: learns a world model from replayed sequences and an actor-critic in imagination.
+    """Dreamer: learns a world model from replayed sequences and an actor-critic in imagination.
+
+    ``version`` selects the algorithm: ``"v3"`` (DreamerV3, the default), ``"v2"`` (DreamerV2) or
+    ``"v1"`` (DreamerV1); see :mod:`sb3_dreamer.presets` for what each one sets.
 
     Replay ratio: every ``train_freq`` vec-env steps (``train_freq * n_envs`` env steps),
     ``gradient_steps`` updates each replay ``batch_size * sequence_length`` steps. DreamerV3's
@@ -51,18 +54,20 @@ class Dreamer(OffPolicyAlgorithm):
     :param learning_rate: world-model learning rate (a float or an SB3 schedule); ``None``: preset
     :param buffer_size: replay capacity in env steps (split evenly across envs)
     :param learning_starts: env steps of uniformly random actions before training starts
-    :param batch_size: sequences per update (``B``)
-    :param sequence_length: steps per replayed sequence (``T``)
+    :param batch_size: sequences per update (``B``); ``None``: the paper's (V1 50, V2/V3 16)
+    :param sequence_length: steps per replayed sequence (``T``); ``None``: the paper's (V1/V2 50,
+        V3 64)
     :param train_freq: update every ``train_freq`` vec-env steps (int, or SB3's ``(n, "step")``)
     :param gradient_steps: updates per training round
-    :param gamma: discount of the λ-returns; ``None``: preset (0.997)
+    :param gamma: discount of the λ-returns; ``None``: preset (V3 0.997, V1/V2 0.99)
     :param return_lambda: λ of the λ-returns; ``None``: preset (0.95)
     :param imagination_horizon: imagined steps per start state; ``None``: preset (15)
-    :param actor_learning_rate: actor Adam learning rate; ``None``: preset (3e-5)
-    :param critic_learning_rate: critic Adam learning rate; ``None``: preset (3e-5)
-    :param ent_coef: actor entropy bonus; ``None``: preset (3e-4)
-    :param model_size: size preset, one of :data:`sb3_dreamer.presets.MODEL_SIZES`
-    :param version: algorithm version (``"v3"``)
+    :param actor_learning_rate: actor Adam learning rate; ``None``: preset (V3 3e-5, V1/V2 8e-5)
+    :param critic_learning_rate: critic Adam learning rate; ``None``: preset (V3 3e-5, V1/V2 8e-5)
+    :param ent_coef: actor entropy bonus; ``None``: preset (V3 3e-4, V2 1e-4, V1 0)
+    :param model_size: size preset, one of :data:`sb3_dreamer.presets.MODEL_SIZES`; ``None``: the
+        version's paper sizes (``"S"`` for V3)
+    :param version: algorithm version, ``"v1"``, ``"v2"`` or ``"v3"``
     :param hyperparams: overrides of any :class:`~sb3_dreamer.presets.DreamerConfig` field
     :param precision: matmul precision, ``"fp32"``, ``"bf16"`` or ``"auto"`` (bfloat16 autocast
         only where the device runs it natively; losses and optimizer states stay float32)
@@ -95,8 +100,8 @@ class Dreamer(OffPolicyAlgorithm):
         learning_rate: float | Schedule | None = None,
         buffer_size: int = 1_000_000,
         learning_starts: int = 1024,
-        batch_size: int = 16,
-        sequence_length: int = 64,
+        batch_size: int | None = None,
+        sequence_length: int | None = None,
         train_freq: int | tuple[int, str] = 2,
         gradient_steps: int = 1,
         gamma: float | None = None,
@@ -105,7 +110,7 @@ class Dreamer(OffPolicyAlgorithm):
         actor_learning_rate: float | None = None,
         critic_learning_rate: float | None = None,
         ent_coef: float | None = None,
-        model_size: str = "S",
+        model_size: str | None = None,
         version: str = "v3",
         hyperparams: dict[str, Any] | None = None,
         precision: str = "auto",
@@ -135,6 +140,9 @@ class Dreamer(OffPolicyAlgorithm):
         self.dreamer_config = make_config(version, model_size, **overrides)
         self.model_size = model_size
         self.version = version
+        paper_batch_size, paper_sequence_length = PAPER_BATCH[version]
+        batch_size = paper_batch_size if batch_size is None else batch_size
+        sequence_length = paper_sequence_length if sequence_length is None else sequence_length
         self.sequence_length = sequence_length
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

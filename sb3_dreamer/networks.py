@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from sb3_dreamer.distributions import symlog
+from sb3_dreamer.distributions import symlog, symlog_bins, two_hot_symlog_loss, two_hot_symlog_mean
 
 
 def init_linear_(layer: nn.Linear, scale: float = 1.0) -> nn.Linear:
@@ -26,27 +27,47 @@ def init_linear_(layer: nn.Linear, scale: float = 1.0) -> nn.Linear:
     return layer
 
 
-class NormLinear(nn.Module):
-    """``Linear (no bias) -> LayerNorm -> SiLU``, DreamerV3's hidden layer."""
+class LayerStyle(NamedTuple):
+    """How hidden layers are built: with LayerNorm or not, and which activation.
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    DreamerV3: ``LayerStyle(True, "silu")``; DreamerV1/V2: ``LayerStyle(False, "elu")``.
+    """
+
+    norm: bool = True
+    activation: str = "silu"
+
+    def make_activation(self) -> nn.Module:
+        from sb3_dreamer.presets import ACTIVATIONS
+
+        return ACTIVATIONS[self.activation]()
+
+
+#: DreamerV3's hidden layers: LayerNorm and SiLU.
+V3_STYLE = LayerStyle()
+
+
+class HiddenLayer(nn.Module):
+    """``Linear -> LayerNorm -> activation``; without LayerNorm the linear map has a bias instead."""
+
+    def __init__(self, in_features: int, out_features: int, style: LayerStyle = V3_STYLE) -> None:
         super().__init__()
-        self.linear = init_linear_(nn.Linear(in_features, out_features, bias=False))
-        self.norm = nn.LayerNorm(out_features, eps=1e-3)
-        self.act = nn.SiLU()
+        self.linear = init_linear_(nn.Linear(in_features, out_features, bias=not style.norm))
+        self.norm = nn.LayerNorm(out_features, eps=1e-3) if style.norm else nn.Identity()
+        self.act = style.make_activation()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.linear(x)))
 
 
 class MLP(nn.Module):
-    """``layers`` hidden :class:`NormLinear` layers of ``units``, then an optional output layer.
+    """``layers`` :class:`HiddenLayer` of ``units``, then an optional output layer.
 
     :param in_features: input width
     :param units: hidden width
     :param layers: number of hidden layers (0 means the output layer reads the input directly)
     :param out_features: width of the linear output layer, or ``None`` for no output layer
     :param out_scale: init scale of the output layer (``0.0`` zero-initialises it)
+    :param style: LayerNorm and activation of the hidden layers
     """
 
     def __init__(
@@ -56,12 +77,13 @@ class MLP(nn.Module):
         layers: int,
         out_features: int | None = None,
         out_scale: float = 1.0,
+        style: LayerStyle = V3_STYLE,
     ) -> None:
         super().__init__()
         hidden: list[nn.Module] = []
         width = in_features
         for _ in range(layers):
-            hidden.append(NormLinear(width, units))
+            hidden.append(HiddenLayer(width, units, style))
             width = units
         self.hidden = nn.Sequential(*hidden)
         self.out_features = width if out_features is None else out_features
@@ -70,6 +92,36 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.hidden(x)
         return x if self.out is None else self.out(x)
+
+
+class ScalarHead(MLP):
+    """An :class:`MLP` predicting one real number per input (reward, value) as a distribution.
+
+    ``"two_hot"`` (DreamerV3): logits over ``bins`` symlog-spaced bins, zero-initialised output,
+    trained with two-hot cross-entropy and read out as the symexp of the expected bin.
+    ``"gaussian"`` (DreamerV1/V2): a unit-variance Gaussian whose negative log-likelihood is half
+    the squared error (up to a constant).
+    """
+
+    def __init__(
+        self, in_features: int, units: int, layers: int, kind: str, bins: int, style: LayerStyle = V3_STYLE
+    ) -> None:
+        if kind not in ("two_hot", "gaussian"):
+            raise ValueError(f"kind must be 'two_hot' or 'gaussian', got {kind!r}")
+        two_hot = kind == "two_hot"
+        super().__init__(in_features, units, layers, bins if two_hot else 1, 0.0 if two_hot else 1.0, style)
+        self.two_hot = two_hot
+        self.register_buffer("bins", symlog_bins(bins), persistent=False)
+
+    def mean(self, raw: torch.Tensor) -> torch.Tensor:
+        """Predicted value from the head's output: ``(..., P) -> (...)``."""
+        return two_hot_symlog_mean(raw, self.bins) if self.two_hot else raw.squeeze(-1).float()
+
+    def loss(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of ``target (...)`` under the head's output ``(..., P)``: ``(...)``."""
+        if self.two_hot:
+            return two_hot_symlog_loss(raw, target, self.bins)
+        return 0.5 * (raw.squeeze(-1).float() - target) ** 2
 
 
 class LayerNormGRUCell(nn.Module):
@@ -114,13 +166,14 @@ def conv_stage_sizes(height: int, width: int, min_resolution: int = 6) -> list[t
 
 
 class ConvEncoder(nn.Module):
-    """Stride-2 convolutions (kernel 4) with channel LayerNorm and SiLU, channels doubling per stage.
+    """Stride-2 convolutions (kernel 4) with channel LayerNorm (or a bias) and an activation,
+    channels doubling per stage.
 
     Accepts any image size above 6x6: ``(..., C, H, W) -> (..., embed_size)``. ``uint8`` pixels are
     scaled to ``[-0.5, 0.5]``.
     """
 
-    def __init__(self, shape: tuple[int, int, int], depth: int) -> None:
+    def __init__(self, shape: tuple[int, int, int], depth: int, style: LayerStyle = V3_STYLE) -> None:
         super().__init__()
         channels, height, width = shape
         self.sizes = conv_stage_sizes(height, width)
@@ -128,9 +181,9 @@ class ConvEncoder(nn.Module):
         width_in, width_out = channels, depth
         for _ in self.sizes[1:]:
             layers += [
-                nn.Conv2d(width_in, width_out, 4, stride=2, padding=1, bias=False),
-                ChannelLayerNorm(width_out, eps=1e-3),
-                nn.SiLU(),
+                nn.Conv2d(width_in, width_out, 4, stride=2, padding=1, bias=not style.norm),
+                ChannelLayerNorm(width_out, eps=1e-3) if style.norm else nn.Identity(),
+                style.make_activation(),
             ]
             width_in, width_out = width_out, 2 * width_out
         self.net = nn.Sequential(*layers)
@@ -148,7 +201,9 @@ class ConvDecoder(nn.Module):
     """Mirror of :class:`ConvEncoder` with transposed convolutions; predicts pixels in ``[0, 1]``
     (``uint8`` targets are divided by 255) and returns the squared error summed over pixels."""
 
-    def __init__(self, feature_size: int, shape: tuple[int, int, int], depth: int) -> None:
+    def __init__(
+        self, feature_size: int, shape: tuple[int, int, int], depth: int, style: LayerStyle = V3_STYLE
+    ) -> None:
         super().__init__()
         channels, height, width = shape
         self.sizes = conv_stage_sizes(height, width)
@@ -162,9 +217,11 @@ class ConvDecoder(nn.Module):
         for stage in range(stages):
             last = stage == stages - 1
             width_out = channels if last else width_in // 2
-            self.deconvs.append(nn.ConvTranspose2d(width_in, width_out, 4, stride=2, padding=1, bias=last))
-            self.norms.append(nn.Identity() if last else ChannelLayerNorm(width_out, eps=1e-3))
+            bias = last or not style.norm
+            self.deconvs.append(nn.ConvTranspose2d(width_in, width_out, 4, stride=2, padding=1, bias=bias))
+            self.norms.append(nn.Identity() if bias else ChannelLayerNorm(width_out, eps=1e-3))
             width_in = width_out
+        self.act = style.make_activation()
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
         """Reconstructed images in ``[0, 1]`` (unclipped): ``(..., F) -> (..., C, H, W)``."""
@@ -174,7 +231,7 @@ class ConvDecoder(nn.Module):
         for index, (deconv, norm) in enumerate(zip(self.deconvs, self.norms)):
             x = deconv(x, output_size=targets[index])
             if index < len(self.deconvs) - 1:
-                x = nn.functional.silu(norm(x))
+                x = self.act(norm(x))
         return (x.float() + 0.5).reshape(*batch_shape, *x.shape[1:])
 
     def forward(self, features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -198,7 +255,7 @@ class MultiEncoder(nn.Module):
     """Encoder for any mix of image and vector inputs, concatenating their embeddings.
 
     Image keys go through a :class:`ConvEncoder` each; all vector keys are flattened, concatenated,
-    symlog-squashed and fed to one MLP (DreamerV3).
+    symlog-squashed (DreamerV3; unless ``symlog_inputs=False``) and fed to one MLP.
 
     :param image_shapes: ``{key: (C, H, W)}``
     :param vector_sizes: ``{key: flattened size}``
@@ -211,15 +268,18 @@ class MultiEncoder(nn.Module):
         units: int,
         layers: int,
         cnn_depth: int,
+        symlog_inputs: bool = True,
+        style: LayerStyle = V3_STYLE,
     ) -> None:
         super().__init__()
         if not image_shapes and not vector_sizes:
             raise ValueError("the encoder needs at least one image or vector input")
         self.image_keys = sorted(image_shapes)
         self.vector_keys = sorted(vector_sizes)
-        self.cnns = nn.ModuleDict({key: ConvEncoder(image_shapes[key], cnn_depth) for key in self.image_keys})
+        self.symlog_inputs = symlog_inputs
+        self.cnns = nn.ModuleDict({key: ConvEncoder(image_shapes[key], cnn_depth, style) for key in self.image_keys})
         vector_size = sum(vector_sizes.values())
-        self.mlp = MLP(vector_size, units, max(layers, 1)) if self.vector_keys else None
+        self.mlp = MLP(vector_size, units, max(layers, 1), style=style) if self.vector_keys else None
         self.embed_size = sum(cnn.embed_size for cnn in self.cnns.values()) + (
             self.mlp.out_features if self.mlp is not None else 0
         )
@@ -229,8 +289,8 @@ class MultiEncoder(nn.Module):
         obs = as_dict(observations)
         parts = [self.cnns[key](obs[key]) for key in self.image_keys]
         if self.mlp is not None:
-            vectors = [flatten_steps(obs[key]).float() for key in self.vector_keys]
-            parts.append(self.mlp(symlog(torch.cat(vectors, dim=-1))))
+            vectors = torch.cat([flatten_steps(obs[key]).float() for key in self.vector_keys], dim=-1)
+            parts.append(self.mlp(symlog(vectors) if self.symlog_inputs else vectors))
         return torch.cat(parts, dim=-1)
 
 
@@ -240,8 +300,10 @@ def flatten_steps(x: torch.Tensor) -> torch.Tensor:
 
 
 class MultiDecoder(nn.Module):
-    """Decoder heads matching :class:`MultiEncoder`: a :class:`ConvDecoder` per image key (pixel
-    MSE) and one MLP for all vector keys (symlog MSE); the loss is their sum per step."""
+    """Decoder heads matching :class:`MultiEncoder`: a :class:`ConvDecoder` per image key and one
+    MLP for all vector keys (predicting symlog values if ``symlog_inputs``). The loss is the
+    squared error summed over all pixels and values per step, times ``loss_scale`` (``0.5`` makes
+    it the negative log-likelihood of a unit-variance Gaussian, up to a constant: V1/V2)."""
 
     def __init__(
         self,
@@ -251,16 +313,22 @@ class MultiDecoder(nn.Module):
         units: int,
         layers: int,
         cnn_depth: int,
+        symlog_inputs: bool = True,
+        loss_scale: float = 1.0,
+        style: LayerStyle = V3_STYLE,
     ) -> None:
         super().__init__()
+        self.symlog_inputs, self.loss_scale = symlog_inputs, loss_scale
         self.image_keys = sorted(image_shapes)
         self.vector_keys = sorted(vector_sizes)
         self.vector_sizes = [vector_sizes[key] for key in self.vector_keys]
         self.cnns = nn.ModuleDict(
-            {key: ConvDecoder(feature_size, image_shapes[key], cnn_depth) for key in self.image_keys}
+            {key: ConvDecoder(feature_size, image_shapes[key], cnn_depth, style) for key in self.image_keys}
         )
         self.mlp = (
-            MLP(feature_size, units, max(layers, 1), out_features=sum(self.vector_sizes)) if self.vector_keys else None
+            MLP(feature_size, units, max(layers, 1), out_features=sum(self.vector_sizes), style=style)
+            if self.vector_keys
+            else None
         )
 
     def forward(self, features: torch.Tensor, observations: Observations) -> torch.Tensor:
@@ -268,6 +336,7 @@ class MultiDecoder(nn.Module):
         obs = as_dict(observations)
         losses = [self.cnns[key](features, obs[key]) for key in self.image_keys]
         if self.mlp is not None:
-            target = symlog(torch.cat([flatten_steps(obs[key]).float() for key in self.vector_keys], dim=-1))
+            target = torch.cat([flatten_steps(obs[key]).float() for key in self.vector_keys], dim=-1)
+            target = symlog(target) if self.symlog_inputs else target
             losses.append(((self.mlp(features).float() - target) ** 2).sum(-1))
-        return torch.stack(losses).sum(0)
+        return self.loss_scale * torch.stack(losses).sum(0)

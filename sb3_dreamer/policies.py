@@ -20,7 +20,7 @@ from torch import nn
 
 from sb3_dreamer.behavior import ActionSpec, ActorCritic
 from sb3_dreamer.buffers import SequenceBatch
-from sb3_dreamer.networks import SINGLE_KEY, MultiDecoder, MultiEncoder
+from sb3_dreamer.networks import SINGLE_KEY, LayerStyle, MultiDecoder, MultiEncoder
 from sb3_dreamer.precision import autocast
 from sb3_dreamer.presets import DreamerConfig, make_config
 from sb3_dreamer.world_model import RSSMState, WorldModel
@@ -131,19 +131,34 @@ class DreamerPolicy(BasePolicy):
         # gymnasium's Discrete/MultiDiscrete may count from `start`; the model counts from 0
         self._action_start = np.asarray(getattr(action_space, "start", 0), dtype=np.int64).reshape(-1)
         cfg = self.config
-        encoder = MultiEncoder(image_shapes, vector_sizes, cfg.units, cfg.layers, cfg.cnn_depth)
-        feature_size = cfg.deter_size + cfg.stoch_size * cfg.classes
-        decoder = MultiDecoder(feature_size, image_shapes, vector_sizes, cfg.units, cfg.layers, cfg.cnn_depth)
+        style = LayerStyle(cfg.layer_norm, cfg.activation)
+        encoder = MultiEncoder(
+            image_shapes, vector_sizes, cfg.units, cfg.layers, cfg.cnn_depth, cfg.symlog_inputs, style
+        )
+        # a unit-variance Gaussian's negative log-likelihood is half the squared error (V1/V2)
+        loss_scale = 0.5 if cfg.heads == "gaussian" else 1.0
+        decoder = MultiDecoder(
+            cfg.feature_size,
+            image_shapes,
+            vector_sizes,
+            cfg.units,
+            cfg.layers,
+            cfg.cnn_depth,
+            cfg.symlog_inputs,
+            loss_scale,
+            style,
+        )
         self.world_model = WorldModel(encoder, decoder, encoder.embed_size, self.action_spec.encoding_size, cfg)
-        self.actor_critic = ActorCritic(feature_size, self.action_spec, cfg)
+        self.actor_critic = ActorCritic(cfg.feature_size, self.action_spec, cfg)
+        adam = dict(weight_decay=cfg.weight_decay, decoupled_weight_decay=True)
         self.world_model_optimizer = torch.optim.Adam(
-            self.world_model.parameters(), lr=lr_schedule(1.0), eps=cfg.model_eps
+            self.world_model.parameters(), lr=lr_schedule(1.0), eps=cfg.model_eps, **adam
         )
         self.actor_optimizer = torch.optim.Adam(
-            self.actor_critic.actor.parameters(), lr=cfg.actor_lr, eps=cfg.actor_critic_eps
+            self.actor_critic.actor.parameters(), lr=cfg.actor_lr, eps=cfg.actor_critic_eps, **adam
         )
         self.critic_optimizer = torch.optim.Adam(
-            self.actor_critic.critic.parameters(), lr=cfg.critic_lr, eps=cfg.actor_critic_eps
+            self.actor_critic.critic.parameters(), lr=cfg.critic_lr, eps=cfg.actor_critic_eps, **adam
         )
         self.optimizer = self.world_model_optimizer
         #: dtype of matmuls under autocast; set by ``Dreamer`` from its ``precision`` argument
@@ -199,7 +214,7 @@ class DreamerPolicy(BasePolicy):
         cfg = self.config
         return RSSMState(
             torch.zeros(n, cfg.deter_size, device=self.device),
-            torch.zeros(n, cfg.stoch_size * cfg.classes, device=self.device),
+            torch.zeros(n, cfg.stoch_width, device=self.device),
         )
 
     @torch.inference_mode()
@@ -224,7 +239,7 @@ class DreamerPolicy(BasePolicy):
         state, _ = rssm.obs_step(state, prev_action, embed, is_first, sample=not deterministic)
         params = self.actor_critic.actor(state.features())
         actor = self.actor_critic.actor
-        action = actor.mode(params) if deterministic else actor.sample(params)
+        action = actor.mode(params) if deterministic else actor.explore(actor.sample(params))
         return StepOutput(action, state)
 
     def step_from_numpy(
@@ -279,7 +294,7 @@ class DreamerPolicy(BasePolicy):
         cfg = self.config
         expected = (
             (n, cfg.deter_size),
-            (n, cfg.stoch_size * cfg.classes),
+            (n, cfg.stoch_width),
             (n, self.action_spec.encoding_size),
         )
         if not isinstance(state, tuple) or len(state) != 3:

@@ -1,7 +1,9 @@
 """The world model: RSSM latent dynamics, encoder, decoder, reward and continue heads, losses.
 
-Shapes: ``T`` time steps, ``B`` sequences, ``N`` flattened batch, ``S`` latents of ``K`` classes,
-``D`` deterministic (GRU) units, ``E`` embedding width, ``F = D + S*K`` feature width.
+Shapes: ``T`` time steps, ``B`` sequences, ``N`` flattened batch, ``Z`` width of the flattened
+stochastic state (``S*K`` one-hots of ``S`` categoricals with ``K`` classes, or ``S`` Gaussian
+dimensions), ``R`` width of the latent distribution's raw parameters, ``D`` deterministic (GRU)
+units, ``E`` embedding width, ``F = D + Z`` feature width.
 """
 
 from __future__ import annotations
@@ -14,24 +16,84 @@ from torch import nn
 
 from sb3_dreamer.distributions import (
     categorical_kl,
+    gaussian_kl,
     mode_one_hot,
     sample_one_hot,
     straight_through,
-    symlog_bins,
-    two_hot_symlog_loss,
-    two_hot_symlog_mean,
     unimix_log_probs,
     unimix_probs,
 )
-from sb3_dreamer.networks import MLP, LayerNormGRUCell, NormLinear, Observations, init_linear_
+from sb3_dreamer.networks import MLP, HiddenLayer, LayerNormGRUCell, LayerStyle, Observations, ScalarHead, init_linear_
 from sb3_dreamer.presets import DreamerConfig
+
+
+class CategoricalLatent:
+    """``stoch_size`` categoricals of ``classes`` classes with ``unimix`` uniform mixing
+    (DreamerV2/V3); samples are one-hots with straight-through gradients.
+
+    Raw parameters are logits ``(..., S*K)``; statistics are log-probabilities ``(..., S, K)``.
+    """
+
+    def __init__(self, stoch_size: int, classes: int, unimix: float) -> None:
+        self.stoch_size, self.classes, self.unimix = stoch_size, classes, unimix
+        self.raw_size = self.width = stoch_size * classes
+
+    def sample(self, raw: torch.Tensor, sample: bool) -> torch.Tensor:
+        """A sample (or the mode) from raw parameters: ``(..., R) -> (..., Z)``."""
+        probs = unimix_probs(raw.unflatten(-1, (self.stoch_size, self.classes)), self.unimix)
+        stoch = sample_one_hot(probs) if sample else mode_one_hot(probs)
+        return straight_through(stoch, probs).flatten(-2)
+
+    def stats(self, raw: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities, in float32: ``(..., R) -> (..., S, K)``."""
+        return unimix_log_probs(raw.unflatten(-1, (self.stoch_size, self.classes)), self.unimix)
+
+    def kl(self, stats_p: torch.Tensor, stats_q: torch.Tensor) -> torch.Tensor:
+        """KL(p || q) summed over the latents: ``(...)``."""
+        return categorical_kl(stats_p, stats_q).sum(-1)
+
+
+class GaussianLatent:
+    """``stoch_size`` independent Gaussians with std ``softplus(s) + min_std`` (DreamerV1);
+    samples are reparameterised.
+
+    Raw parameters are ``[mean, s]`` ``(..., 2*S)``; statistics are ``[mean, std]`` ``(..., 2, S)``.
+    """
+
+    def __init__(self, stoch_size: int, min_std: float) -> None:
+        self.stoch_size, self.min_std = stoch_size, min_std
+        self.raw_size, self.width = 2 * stoch_size, stoch_size
+
+    def stats(self, raw: torch.Tensor) -> torch.Tensor:
+        """Mean and std, in float32: ``(..., R) -> (..., 2, S)``."""
+        mean, std = raw.float().chunk(2, dim=-1)
+        return torch.stack([mean, F.softplus(std) + self.min_std], dim=-2)
+
+    def sample(self, raw: torch.Tensor, sample: bool) -> torch.Tensor:
+        """A sample (or the mean) from raw parameters: ``(..., R) -> (..., Z)``."""
+        mean, std = self.stats(raw).unbind(-2)
+        return mean + std * torch.randn_like(std) if sample else mean
+
+    def kl(self, stats_p: torch.Tensor, stats_q: torch.Tensor) -> torch.Tensor:
+        """KL(p || q) summed over the dimensions: ``(...)``."""
+        return gaussian_kl(*stats_p.unbind(-2), *stats_q.unbind(-2))
+
+
+Latent = CategoricalLatent | GaussianLatent
+
+
+def make_latent(config: DreamerConfig) -> Latent:
+    """The latent distribution that ``config.latent`` names."""
+    if config.latent == "gaussian":
+        return GaussianLatent(config.stoch_size, config.latent_min_std)
+    return CategoricalLatent(config.stoch_size, config.classes, config.unimix)
 
 
 class RSSMState(NamedTuple):
     """Latent state of the RSSM for a batch of ``N`` streams."""
 
     deter: torch.Tensor  # (N, D)
-    stoch: torch.Tensor  # (N, S*K), flattened one-hot samples
+    stoch: torch.Tensor  # (N, Z), flattened one-hot or Gaussian sample
 
     def features(self) -> torch.Tensor:
         """Input of every head: ``(N, F)``."""
@@ -42,62 +104,67 @@ class ObservedSequence(NamedTuple):
     """What :meth:`RSSM.observe` returns for a ``(T, B)`` batch."""
 
     deter: torch.Tensor  # (T, B, D)
-    stoch: torch.Tensor  # (T, B, S*K)
-    post_log_probs: torch.Tensor  # (T, B, S, K)
+    stoch: torch.Tensor  # (T, B, Z)
+    post_stats: torch.Tensor  # (T, B, ...) posterior statistics, see the latent's ``stats``
     last: RSSMState  # state after the final step, (B, ...)
 
 
 class RSSM(nn.Module):
-    """Recurrent state-space model with categorical latents (DreamerV3).
+    """Recurrent state-space model with a pluggable latent distribution.
 
     ``h_t = GRU(h_{t-1}, [z_{t-1}, a_{t-1}])``; prior ``p(z_t | h_t)``; posterior
     ``q(z_t | h_t, e_t)``. Linear maps on concatenated inputs are split per input so that the
     parts that do not depend on the recurrence (embeddings, logged actions) are computed for the
     whole sequence in one matmul before the time loop.
+
+    The latent (categorical or Gaussian), the GRU (LayerNorm or standard), LayerNorm and the
+    activation of the hidden layers, and the initial state (learned or zeros) come from ``config``.
     """
 
-    def __init__(
-        self,
-        embed_size: int,
-        action_size: int,
-        deter_size: int,
-        hidden_size: int,
-        stoch_size: int,
-        classes: int,
-        unimix: float,
-    ) -> None:
+    def __init__(self, embed_size: int, action_size: int, config: DreamerConfig) -> None:
         super().__init__()
-        self.deter_size, self.stoch_size, self.classes, self.unimix = deter_size, stoch_size, classes, unimix
-        latent = stoch_size * classes
-        self.img_in_stoch = init_linear_(nn.Linear(latent, hidden_size, bias=False))
+        self.deter_size = config.deter_size
+        self.latent = make_latent(config)
+        hidden_size = config.hidden_size
+        style = LayerStyle(config.layer_norm, config.activation)
+        bias = not config.layer_norm
+        self.img_in_stoch = init_linear_(nn.Linear(self.latent.width, hidden_size, bias=bias))
         self.img_in_action = init_linear_(nn.Linear(action_size, hidden_size, bias=False))
-        self.img_in_norm = nn.LayerNorm(hidden_size, eps=1e-3)
-        self.gru = LayerNormGRUCell(hidden_size, deter_size)
-        self.img_out = NormLinear(deter_size, hidden_size)
-        self.prior_logits = init_linear_(nn.Linear(hidden_size, latent))
-        self.obs_out_deter = init_linear_(nn.Linear(deter_size, hidden_size, bias=False))
+        self.img_in_norm = nn.LayerNorm(hidden_size, eps=1e-3) if config.layer_norm else nn.Identity()
+        self.act = style.make_activation()
+        if config.gru == "layer_norm":
+            self.gru: nn.Module = LayerNormGRUCell(hidden_size, self.deter_size)
+        else:
+            self.gru = nn.GRUCell(hidden_size, self.deter_size)
+        self.img_out = HiddenLayer(self.deter_size, hidden_size, style)
+        self.prior_params = init_linear_(nn.Linear(hidden_size, self.latent.raw_size))
+        self.obs_out_deter = init_linear_(nn.Linear(self.deter_size, hidden_size, bias=bias))
         self.obs_out_embed = init_linear_(nn.Linear(embed_size, hidden_size, bias=False))
-        self.obs_out_norm = nn.LayerNorm(hidden_size, eps=1e-3)
-        self.post_logits = init_linear_(nn.Linear(hidden_size, latent))
-        self.initial_deter = nn.Parameter(torch.zeros(deter_size))
+        self.obs_out_norm = nn.LayerNorm(hidden_size, eps=1e-3) if config.layer_norm else nn.Identity()
+        self.post_params = init_linear_(nn.Linear(hidden_size, self.latent.raw_size))
+        self.initial_deter = nn.Parameter(torch.zeros(self.deter_size)) if config.learned_initial_state else None
 
     @property
     def feature_size(self) -> int:
-        return self.deter_size + self.stoch_size * self.classes
+        return self.deter_size + self.latent.width
 
     def initial_state(self, batch_size: int) -> RSSMState:
-        """Learned initial state: ``h_0 = tanh(w)`` and ``z_0`` the mode of its prior."""
-        deter = torch.tanh(self.initial_deter)[None]  # (1, D)
-        stoch = mode_one_hot(self.prior_logits_of(deter)).flatten(-2)
+        """Learned initial state (``h_0 = tanh(w)``, ``z_0`` the mode of its prior) or zeros."""
+        if self.initial_deter is None:
+            deter = self.post_params.weight.new_zeros(1, self.deter_size)
+            stoch = deter.new_zeros(1, self.latent.width)
+        else:
+            deter = torch.tanh(self.initial_deter)[None]  # (1, D)
+            stoch = self.latent.sample(self.prior_raw(deter), sample=False)
         return RSSMState(deter.expand(batch_size, -1), stoch.expand(batch_size, -1))
 
-    def prior_logits_of(self, deter: torch.Tensor) -> torch.Tensor:
-        """Prior logits from the deterministic state: ``(..., D) -> (..., S, K)``."""
-        return self.prior_logits(self.img_out(deter)).unflatten(-1, (self.stoch_size, self.classes))
+    def prior_raw(self, deter: torch.Tensor) -> torch.Tensor:
+        """Raw prior parameters from the deterministic state: ``(..., D) -> (..., R)``."""
+        return self.prior_params(self.img_out(deter))
 
-    def prior_log_probs(self, deter: torch.Tensor) -> torch.Tensor:
-        """Prior log-probabilities (with unimix) from the deterministic state: ``(..., S, K)``."""
-        return unimix_log_probs(self.prior_logits_of(deter), self.unimix)
+    def prior_stats(self, deter: torch.Tensor) -> torch.Tensor:
+        """Prior statistics from the deterministic state (see the latent's ``stats``)."""
+        return self.latent.stats(self.prior_raw(deter))
 
     @staticmethod
     def _bound_action(action: torch.Tensor) -> torch.Tensor:
@@ -106,15 +173,13 @@ class RSSM(nn.Module):
 
     def _recurrent(self, state: RSSMState, action_proj: torch.Tensor) -> torch.Tensor:
         # action_proj: (N, hidden) projection of the previous action -> new deter (N, D)
-        x = F.silu(self.img_in_norm(self.img_in_stoch(state.stoch) + action_proj))
+        x = self.act(self.img_in_norm(self.img_in_stoch(state.stoch) + action_proj))
         return self.gru(x, state.deter)
 
     def img_step(self, state: RSSMState, action: torch.Tensor, sample: bool = True) -> RSSMState:
         """One imagined step from the prior: ``(N, ...), (N, A) -> (N, ...)``."""
         deter = self._recurrent(state, self.img_in_action(self._bound_action(action)))
-        probs = unimix_probs(self.prior_logits_of(deter), self.unimix)
-        stoch = sample_one_hot(probs) if sample else mode_one_hot(probs)
-        return RSSMState(deter, straight_through(stoch, probs).flatten(-2))
+        return RSSMState(deter, self.latent.sample(self.prior_raw(deter), sample))
 
     def obs_step(
         self,
@@ -124,9 +189,10 @@ class RSSM(nn.Module):
         is_first: torch.Tensor,
         sample: bool = True,
     ) -> tuple[RSSMState, torch.Tensor]:
-        """One posterior step for acting: ``state (N, ...), action (N, A), embed (N, E), is_first (N,)``."""
+        """One posterior step for acting: ``state (N, ...), action (N, A), embed (N, E), is_first (N,)``;
+        returns the new state and the posterior statistics."""
         observed = self.observe(embed[None], action[None], is_first[None], state, sample=sample)
-        return observed.last, observed.post_log_probs[0]
+        return observed.last, observed.post_stats[0]
 
     def observe(
         self,
@@ -156,7 +222,7 @@ class RSSM(nn.Module):
         keep = (1.0 - is_first.to(embed.dtype)).unsqueeze(-1)  # (T, B, 1)
         action_proj = self.img_in_action(self._bound_action(action)) * keep  # (T, B, hidden)
         embed_proj = self.obs_out_embed(embed)  # (T, B, hidden)
-        deters, stochs, logits = [], [], []
+        deters, stochs, raws = [], [], []
         for t in range(num_steps):
             if initial is not None:
                 reset = 1.0 - keep[t]
@@ -165,16 +231,14 @@ class RSSM(nn.Module):
                     state.stoch * keep[t] + initial.stoch * reset,
                 )
             deter = self._recurrent(state, action_proj[t])
-            hidden = F.silu(self.obs_out_norm(self.obs_out_deter(deter) + embed_proj[t]))
-            step_logits = self.post_logits(hidden).unflatten(-1, (self.stoch_size, self.classes))
-            probs = unimix_probs(step_logits, self.unimix)
-            stoch = sample_one_hot(probs) if sample else mode_one_hot(probs)
-            state = RSSMState(deter, straight_through(stoch, probs).flatten(-2))
+            hidden = self.act(self.obs_out_norm(self.obs_out_deter(deter) + embed_proj[t]))
+            raw = self.post_params(hidden)  # (B, R)
+            state = RSSMState(deter, self.latent.sample(raw, sample))
             deters.append(state.deter)
             stochs.append(state.stoch)
-            logits.append(step_logits)
-        post_log_probs = unimix_log_probs(torch.stack(logits), self.unimix)  # (T, B, S, K)
-        return ObservedSequence(torch.stack(deters), torch.stack(stochs), post_log_probs, state)
+            raws.append(raw)
+        post_stats = self.latent.stats(torch.stack(raws))  # (T, B, ...)
+        return ObservedSequence(torch.stack(deters), torch.stack(stochs), post_stats, state)
 
 
 class WorldModelOutput(NamedTuple):
@@ -187,7 +251,8 @@ class WorldModelOutput(NamedTuple):
 
 
 class WorldModel(nn.Module):
-    """Encoder + RSSM + decoder, reward and continue heads, with DreamerV3's losses."""
+    """Encoder + RSSM + decoder, reward and continue heads, and the world-model loss of the
+    configured version (the heads' likelihoods, KL scales and free bits come from ``config``)."""
 
     def __init__(
         self,
@@ -201,23 +266,17 @@ class WorldModel(nn.Module):
         self.config = config
         self.encoder = encoder
         self.decoder = decoder
-        self.rssm = RSSM(
-            embed_size,
-            action_size,
-            config.deter_size,
-            config.hidden_size,
-            config.stoch_size,
-            config.classes,
-            config.unimix,
-        )
+        self.rssm = RSSM(embed_size, action_size, config)
         feature_size = self.rssm.feature_size
-        self.reward_head = MLP(feature_size, config.units, config.layers, config.reward_bins, out_scale=0.0)
-        self.continue_head = MLP(feature_size, config.units, config.layers, 1)
-        self.register_buffer("reward_bins", symlog_bins(config.reward_bins), persistent=False)
+        style = LayerStyle(config.layer_norm, config.activation)
+        self.reward_head = ScalarHead(
+            feature_size, config.units, config.layers, config.heads, config.reward_bins, style
+        )
+        self.continue_head = MLP(feature_size, config.units, config.layers, 1, style=style)
 
     def reward(self, features: torch.Tensor) -> torch.Tensor:
-        """Predicted reward (mean of the two-hot head): ``(..., F) -> (...)``."""
-        return two_hot_symlog_mean(self.reward_head(features), self.reward_bins)
+        """Predicted reward: ``(..., F) -> (...)``."""
+        return self.reward_head.mean(self.reward_head(features))
 
     def continuation(self, features: torch.Tensor) -> torch.Tensor:
         """Predicted continue flag (1 = episode goes on) for imagination: ``(..., F) -> (...)``.
@@ -252,18 +311,21 @@ class WorldModel(nn.Module):
         all_features = torch.cat(features)  # (T, B, F)
         return {key: decoder.predict(all_features).clamp(0.0, 1.0) for key, decoder in self.decoder.cnns.items()}
 
-    def kl_losses(
-        self, post_log_probs: torch.Tensor, prior_log_probs: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dynamics and representation KL terms, each clipped below at ``free_bits``: ``(T, B)``.
+    def kl_losses(self, post_stats: torch.Tensor, prior_stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dynamics and representation KL losses ``()``, before their scales.
 
         The dynamics loss trains the prior toward the (stopped) posterior, the representation loss
         the posterior toward the (stopped) prior; their values are equal, their gradients differ.
+        Each is clipped below at ``free_bits`` per time step and then averaged (V3), or averaged
+        and then clipped with ``free_bits_on_mean`` (V1's free nats); a clipped term has no gradient.
         """
+        kl = self.rssm.latent.kl
+        dyn = kl(post_stats.detach(), prior_stats)  # (T, B)
+        rep = kl(post_stats, prior_stats.detach())
         free = self.config.free_bits
-        dyn = categorical_kl(post_log_probs.detach(), prior_log_probs).sum(-1)
-        rep = categorical_kl(post_log_probs, prior_log_probs.detach()).sum(-1)
-        return dyn.clamp(min=free), rep.clamp(min=free)
+        if self.config.free_bits_on_mean:
+            return dyn.mean().clamp(min=free), rep.mean().clamp(min=free)
+        return dyn.clamp(min=free).mean(), rep.clamp(min=free).mean()
 
     def loss(
         self,
@@ -276,28 +338,26 @@ class WorldModel(nn.Module):
         """World-model loss of a ``(T, B)`` batch; ``actions`` already in model encoding ``(T, B, A)``."""
         embed = self.encoder(observations)  # (T, B, E)
         observed = self.rssm.observe(embed, actions, is_first)
-        prior_log_probs = self.rssm.prior_log_probs(observed.deter)  # (T, B, S, K)
+        prior_stats = self.rssm.prior_stats(observed.deter)  # (T, B, ...)
         features = torch.cat([observed.deter, observed.stoch], dim=-1)  # (T, B, F)
         reconstruction = self.decoder(features, observations)
-        reward_loss = two_hot_symlog_loss(self.reward_head(features), rewards, self.reward_bins)
+        reward_loss = self.reward_head.loss(self.reward_head(features), rewards)
         continue_target = 1.0 - is_terminal
         continue_loss = F.binary_cross_entropy_with_logits(
             self.continue_head(features).squeeze(-1).float(), continue_target, reduction="none"
         )
-        dyn, rep = self.kl_losses(observed.post_log_probs, prior_log_probs)
+        dyn, rep = self.kl_losses(observed.post_stats, prior_stats)
         total = (
-            reconstruction
-            + reward_loss
-            + continue_loss
+            (reconstruction + reward_loss + continue_loss).mean()
             + self.config.kl_dyn_scale * dyn
             + self.config.kl_rep_scale * rep
-        ).mean()
+        )
         posterior = RSSMState(observed.deter.detach().flatten(0, 1), observed.stoch.detach().flatten(0, 1))
         metrics = {
             "world_model_loss": total.detach(),
             "reconstruction_loss": reconstruction.detach().mean(),
             "reward_loss": reward_loss.detach().mean(),
             "continue_loss": continue_loss.detach().mean(),
-            "kl": categorical_kl(observed.post_log_probs.detach(), prior_log_probs.detach()).sum(-1).mean(),
+            "kl": self.rssm.latent.kl(observed.post_stats.detach(), prior_stats.detach()).mean(),
         }
         return WorldModelOutput(total, posterior, continue_target.flatten(), metrics)

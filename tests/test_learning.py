@@ -28,11 +28,13 @@ LEARN_KWARGS = dict(
 )
 
 
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 @pytest.mark.parametrize("action_type", ["discrete", "continuous"])
-def test_learns_to_follow_the_cue(action_type):
+def test_learns_to_follow_the_cue(action_type, version):
     """Return 10 means every step matched the cue; ignoring the cue scores 0 in expectation
-    (|mean| < 2 with probability > 0.99 over 20 episodes of 10 steps)."""
-    model = Dreamer("MlpPolicy", CueEnv(action_type=action_type), seed=1, **LEARN_KWARGS)
+    (|mean| < 2 with probability > 0.99 over 20 episodes of 10 steps). Every algorithm version
+    (Gaussian or categorical latents, Reinforce or dynamics gradients) must pass."""
+    model = Dreamer("MlpPolicy", CueEnv(action_type=action_type), seed=1, version=version, **LEARN_KWARGS)
     model.learn(1500)
     mean, _ = evaluate_policy(model, CueEnv(action_type=action_type), n_eval_episodes=20, deterministic=True)
     assert mean >= 8.0, mean

@@ -1,0 +1,157 @@
+"""What distinguishes DreamerV1, V2 and V3, checked on the pieces that implement it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sb3_dreamer import Dreamer
+from sb3_dreamer.behavior import ActionSpec, ActorCritic
+from sb3_dreamer.networks import ScalarHead
+from sb3_dreamer.presets import PRESETS, make_config
+from sb3_dreamer.world_model import CategoricalLatent, GaussianLatent
+from tests.conftest import CueEnv
+from tests.test_world_model import make_world_model
+
+SPEC = ActionSpec(discrete=False, heads=1, classes=1, valid_classes=(1,), dim=2)
+
+
+def test_presets_follow_the_papers():
+    v1, v2, v3 = PRESETS["v1"], PRESETS["v2"], PRESETS["v3"]
+    assert (v1.latent, v1.stoch_size, v1.deter_size, v1.gru, v1.activation) == ("gaussian", 30, 200, "standard", "elu")
+    assert (v1.free_bits, v1.free_bits_on_mean, v1.kl_dyn_scale, v1.kl_rep_scale) == (3.0, True, 1.0, 1.0)
+    assert (v1.actor_grad_continuous, v1.actor_dist, v1.explore_noise, v1.heads) == (
+        "backprop",
+        "tanh_normal",
+        0.3,
+        "gaussian",
+    )
+    assert (v1.model_lr, v1.actor_lr, v1.critic_lr, v1.model_grad_clip) == (6e-4, 8e-5, 8e-5, 100.0)
+    assert (v2.latent, v2.stoch_size, v2.classes, v2.gru, v2.unimix) == ("categorical", 32, 32, "layer_norm", 0.0)
+    assert v2.kl_dyn_scale / (v2.kl_dyn_scale + v2.kl_rep_scale) == pytest.approx(0.8)
+    assert (v2.slow_critic_interval, v2.slow_critic_decay, v2.slow_critic_returns) == (100, 0.0, True)
+    assert (v2.actor_grad_discrete, v2.actor_grad_continuous, v2.ent_coef) == ("reinforce", "backprop", 1e-4)
+    assert (v2.model_eps, v2.weight_decay) == (1e-5, 1e-6)
+    assert (v3.unimix, v3.free_bits, v3.heads, v3.return_normalization) == (0.01, 1.0, "two_hot", True)
+    # sizes can still be chosen per version, and every field overridden
+    assert make_config("v1", "tiny").stoch_size == 4 and make_config("v1", "tiny").latent == "gaussian"
+    assert make_config("v2", ent_coef=1e-3).ent_coef == 1e-3
+
+
+def test_v1_latent_is_gaussian_and_free_nats_clamp_the_mean_kl():
+    config = make_config("v1", "tiny")
+    model = make_world_model(config=config)
+    assert isinstance(model.rssm.latent, GaussianLatent)
+    observed = model.rssm.observe(torch.randn(5, 3, model.encoder.embed_size), torch.randn(5, 3, 3), torch.zeros(5, 3))
+    assert observed.stoch.shape == (5, 3, config.stoch_size)
+    assert observed.post_stats.shape == (5, 3, 2, config.stoch_size)
+    assert torch.all(observed.post_stats[..., 1, :] >= config.latent_min_std)
+    # a KL below 3 nats on average is clamped to 3 with no gradient, even if some steps exceed it
+    mean = torch.zeros(4, 2, config.stoch_size)
+    std = torch.ones(4, 2, config.stoch_size)
+    post = torch.stack([mean, std], dim=-2).requires_grad_(True)
+    prior_mean = mean.clone()
+    prior_mean[0, 0] = 0.9  # one step has KL 0.405 * stoch_size = 1.62... nats, the mean stays below 3
+    prior_mean[0, 0, 0] = 3.0  # ... plus 4.5 nats on one dimension: that step alone exceeds 3
+    prior = torch.stack([prior_mean, std], dim=-2).requires_grad_(True)
+    per_step = model.rssm.latent.kl(post, prior)
+    assert per_step.max() > config.free_bits > per_step.mean()
+    dyn, rep = model.kl_losses(post, prior)
+    assert dyn == config.free_bits and rep == config.free_bits
+    (dyn + rep).backward()
+    assert post.grad.abs().max() == 0 and prior.grad.abs().max() == 0
+
+
+def test_v2_kl_balancing_sends_80_percent_of_the_gradient_to_the_prior():
+    config = make_config("v2", "tiny")
+    model = make_world_model(config=config)
+    assert isinstance(model.rssm.latent, CategoricalLatent)
+    torch.manual_seed(0)
+    post = torch.log_softmax(torch.randn(3, 2, 4, 4) * 3, -1).requires_grad_(True)
+    prior = torch.log_softmax(torch.randn(3, 2, 4, 4) * 3, -1).requires_grad_(True)
+    dyn, rep = model.kl_losses(post, prior)
+    (config.kl_dyn_scale * dyn + config.kl_rep_scale * rep).backward()
+    balanced_post, balanced_prior = post.grad.clone(), prior.grad.clone()
+    post.grad, prior.grad = None, None
+    plain = model.rssm.latent.kl(post, prior).mean()  # the unbalanced KL at scale 1
+    plain.backward()
+    torch.testing.assert_close(balanced_prior, 0.8 * prior.grad)
+    torch.testing.assert_close(balanced_post, 0.2 * post.grad)
+    torch.testing.assert_close(dyn, plain.detach())
+
+
+def test_v2_target_critic_changes_only_every_100_updates():
+    config = make_config("v2", "tiny")
+    actor_critic = ActorCritic(config.feature_size, SPEC, config)
+    features = torch.randn(7, config.feature_size)
+    before = actor_critic.value(features, slow=True)
+    for update in range(1, 201):
+        with torch.no_grad():
+            for param in actor_critic.critic.parameters():
+                param.add_(0.01)
+        actor_critic.update_slow_critic()
+        slow = actor_critic.value(features, slow=True)
+        if update % 100 == 0:
+            torch.testing.assert_close(slow, actor_critic.value(features))
+            before = slow
+        else:
+            torch.testing.assert_close(slow, before)
+
+
+def test_v3_slow_critic_is_an_ema_and_its_heads_are_two_hot():
+    config = make_config("v3", "tiny")
+    actor_critic = ActorCritic(config.feature_size, SPEC, config)
+    assert isinstance(actor_critic.critic, ScalarHead) and actor_critic.critic.two_hot
+    assert actor_critic.critic.out.out_features == config.reward_bins
+    slow_before = [p.clone() for p in actor_critic.slow_critic.parameters()]
+    with torch.no_grad():
+        for param in actor_critic.critic.parameters():
+            param.add_(1.0)
+    actor_critic.update_slow_critic()
+    for slow, old, fast in zip(actor_critic.slow_critic.parameters(), slow_before, actor_critic.critic.parameters()):
+        torch.testing.assert_close(slow, old + (1 - config.slow_critic_decay) * (fast - old))
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_gaussian_heads_are_scalar_with_half_squared_error(version):
+    head = make_world_model(config=make_config(version, "tiny")).reward_head
+    assert not head.two_hot and head.out.out_features == 1
+    raw = torch.tensor([[1.0], [3.0]])
+    torch.testing.assert_close(head.loss(raw, torch.tensor([0.0, 1.0])), torch.tensor([0.5, 2.0]))
+    torch.testing.assert_close(head.mean(raw), torch.tensor([1.0, 3.0]))
+
+
+def test_v1_actor_is_tanh_normal_with_exploration_noise():
+    config = make_config("v1", "tiny")
+    actor = ActorCritic(config.feature_size, SPEC, config).actor
+    params = actor(torch.randn(1000, config.feature_size))
+    samples = actor.sample(params)
+    assert samples.abs().max() <= 1.0
+    # the log-density of a tanh-squashed sample includes the change of variables
+    assert torch.isfinite(actor.log_prob(params, samples)).all()
+    torch.manual_seed(0)
+    explored = actor.explore(torch.zeros(1000, 2))
+    assert explored.std().item() == pytest.approx(config.explore_noise, rel=0.1)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_save_load_round_trip_keeps_version_and_predictions(tmp_path, tiny_kwargs, version):
+    model = Dreamer("MlpPolicy", CueEnv(action_type="continuous"), version=version, **tiny_kwargs)
+    model.learn(64)
+    obs = np.stack([model.observation_space.sample() for _ in range(3)])
+    before = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "model")
+    loaded = Dreamer.load(tmp_path / "model")
+    assert loaded.version == version and loaded.dreamer_config == model.dreamer_config
+    after = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(after[0], before[0])
+    for part_after, part_before in zip(after[1], before[1]):
+        np.testing.assert_array_equal(part_after, part_before)
+    for name, tensor in model.policy.state_dict().items():
+        torch.testing.assert_close(loaded.policy.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_unknown_version_is_rejected(tiny_kwargs):
+    with pytest.raises(ValueError, match="version"):
+        Dreamer("MlpPolicy", CueEnv(), version="v4", **tiny_kwargs)
