@@ -10,8 +10,9 @@ Example (what ``docs/benchmarks.md`` reports)::
         --dreamer-steps 10000 --jobs 2
     python examples/benchmark_sb3.py --env Pendulum-v1 --algos dreamer sac --steps 10000 --jobs 2
 
-``dreamer`` is DreamerV3; ``dreamer_v1`` and ``dreamer_v2`` run the same packaged settings
-(``sb3_dreamer/hyperparams/dreamer.yml``) on DreamerV1 / DreamerV2::
+``dreamer`` is DreamerV3; ``dreamer_v1`` and ``dreamer_v2`` run the packaged settings
+(``sb3_dreamer/hyperparams/dreamer.yml``: size, sequence shape, train ratio) on DreamerV1 /
+DreamerV2 with their papers' learning rates::
 
     python examples/benchmark_sb3.py --env CartPole-v1 --algos dreamer_v1 dreamer_v2 --steps 10000
 
@@ -116,8 +117,14 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int):
         from sb3_dreamer.hyperparams import load_hyperparams
 
         kwargs = load_hyperparams(env_id)
-        # "dreamer" is the default (V3); "dreamer_v1" / "dreamer_v2" the same settings on another version
+        # "dreamer" is the default (V3); "dreamer_v1" / "dreamer_v2" the same sizes, sequence shape
+        # and train ratio on another version, with that version's own (paper) optimiser settings:
+        # the packaged learning rates are tuned for V3's normalised returns
         kwargs["version"] = algo.partition("_")[2] or "v3"
+        if kwargs["version"] != "v3":
+            kwargs["hyperparams"] = {
+                key: value for key, value in kwargs.get("hyperparams", {}).items() if not key.endswith("_lr")
+            }
         n_envs = kwargs.pop("n_envs", 1)
         kwargs.pop("n_timesteps", None)
         kwargs.pop("policy", None)

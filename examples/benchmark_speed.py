@@ -8,6 +8,12 @@ shipped train ratio, peak resident memory and replay bytes per stored step. Prin
 table.
 
     python examples/benchmark_speed.py --configs vector pixels --sizes T XS S --precisions fp32 bf16 --threads 2
+
+``--versions v1 v2 v3`` compares the algorithm versions; ``--sizes paper`` uses each version's own
+paper sizes. ``--compile`` instead measures what ``torch.compile`` of the world-model loss (the
+observe loop unrolled into one graph) does to the update time, against eager in the same process::
+
+    python examples/benchmark_speed.py --compile --sizes T --precisions bf16 --length 32 --threads 1
 """
 
 from __future__ import annotations
@@ -50,12 +56,21 @@ def make_env(config: str, env_id: str, pixels_size: int) -> gym.Env:
 
 
 def bench_size(
-    config: str, env_id: str, pixels_size: int, size: str, precision: str, batch: int, length: int, updates: int
+    config: str,
+    env_id: str,
+    pixels_size: int,
+    version: str,
+    size: str,
+    precision: str,
+    batch: int,
+    length: int,
+    updates: int,
 ) -> dict:
     """Measure one configuration; returns a row of the table."""
     policy_name = "CnnPolicy" if config == "pixels" else "MlpPolicy"
     common = dict(
-        model_size=size,
+        version=version,
+        model_size=None if size == "paper" else size,
         precision=precision,
         batch_size=batch,
         sequence_length=length,
@@ -112,19 +127,66 @@ def bench_size(
     )
 
 
+def compile_probe(env_id: str, size: str, precision: str, batch: int, length: int, updates: int) -> str:
+    """Seconds per update before and after compiling ``WorldModel.loss``, and the compile time."""
+    model = Dreamer(
+        "MlpPolicy",
+        env_id,
+        model_size=size,
+        precision=precision,
+        batch_size=batch,
+        sequence_length=length,
+        learning_starts=0,
+        gradient_steps=0,
+        buffer_size=max(10 * length, 1000),
+        seed=0,
+    )
+    model.learn(max(2 * length, 256))
+    policy = model.policy
+    batches = [model.replay_buffer.sample(batch) for _ in range(updates + 1)]
+    policy.set_training_mode(True)
+
+    def seconds_per_update() -> float:
+        policy.train_step(batches[0])
+        start = time.perf_counter()
+        for sample in batches[1:]:
+            policy.train_step(sample)
+        return (time.perf_counter() - start) / updates
+
+    eager = seconds_per_update()
+    start = time.perf_counter()
+    policy.world_model.loss = torch.compile(policy.world_model.loss, dynamic=False)
+    policy.train_step(batches[0])
+    compile_seconds = time.perf_counter() - start
+    compiled = seconds_per_update()
+    return (
+        f"| {size} | {precision} | {batch} x {length} | {compile_seconds:.0f} s "
+        f"| {eager:.3f} | {compiled:.3f} | {eager / compiled:.2f}x |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="Pendulum-v1", help="the vector task")
     parser.add_argument("--configs", nargs="+", default=["vector", "pixels"], choices=["vector", "pixels"])
     parser.add_argument("--pixels-size", type=int, default=64)
-    parser.add_argument("--sizes", nargs="+", default=["T", "XS", "S"])
+    parser.add_argument("--sizes", nargs="+", default=["T", "XS", "S"], help="presets, or 'paper'")
+    parser.add_argument("--versions", nargs="+", default=["v3"], choices=["v1", "v2", "v3"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="measure torch.compile of the world-model loss")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compile:
+        print(f"torch {torch.__version__}, {args.threads} threads, {args.env}")
+        print("| size | precision | batch | compile time | s/update eager | s/update compiled | speed-up |")
+        print("|---" * 7 + "|")
+        for size, precision in itertools.product(args.sizes, args.precisions):
+            print(compile_probe(args.env, size, precision, args.batch, args.length, args.updates), flush=True)
+        return
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
@@ -134,15 +196,17 @@ def main() -> None:
         f"matmul peak (16384x512 @ 512x512): float32 {peak32 / 1e9:.0f} GFLOP/s, bfloat16 {peak16 / 1e9:.0f} GFLOP/s\n"
     )
     print(
-        "| obs | size | precision | WM params | s/update | GFLOP/update | GFLOP/s | % fp32 peak | % bf16 peak "
+        "| obs | version | size | precision | WM params | s/update | GFLOP/update | GFLOP/s | % fp32 peak | % bf16 peak "
         "| predict 1 env (ms) | predict 8 envs (ms) | env steps/s in learn | buffer B/step |"
     )
-    print("|---" * 13 + "|")
-    for config, size, precision in itertools.product(args.configs, args.sizes, args.precisions):
-        row = bench_size(config, args.env, args.pixels_size, size, precision, args.batch, args.length, args.updates)
+    print("|---" * 14 + "|")
+    for config, version, size, precision in itertools.product(args.configs, args.versions, args.sizes, args.precisions):
+        row = bench_size(
+            config, args.env, args.pixels_size, version, size, precision, args.batch, args.length, args.updates
+        )
         achieved = row["achieved_gflops"] * 1e9
         print(
-            f"| {config} | {size} | {row['dtype']} | {row['params_world_model'] / 1e6:.2f}M "
+            f"| {config} | {version} | {size} | {row['dtype']} | {row['params_world_model'] / 1e6:.2f}M "
             f"| {row['seconds_per_update']:.3f} | {row['gflop_per_update']:.1f} | {row['achieved_gflops']:.0f} "
             f"| {100 * achieved / peak32:.0f}% | {100 * achieved / peak16:.0f}% "
             f"| {row['predict_ms_1']:.2f} | {row['predict_ms_8']:.2f} | {row['env_steps_per_second']:.1f} "
