@@ -181,6 +181,22 @@ class RSSM(nn.Module):
         deter = self._recurrent(state, self.img_in_action(self._bound_action(action)))
         return RSSMState(deter, self.latent.sample(self.prior_raw(deter), sample))
 
+    @staticmethod
+    def _reset(state: RSSMState, initial: RSSMState, keep: torch.Tensor) -> RSSMState:
+        """Rows with ``keep`` 0 ``(N, 1)`` replaced by the initial state."""
+        reset = 1.0 - keep
+        return RSSMState(state.deter * keep + initial.deter * reset, state.stoch * keep + initial.stoch * reset)
+
+    def _posterior_step(
+        self, state: RSSMState, action_proj: torch.Tensor, embed_proj: torch.Tensor, sample: bool
+    ) -> tuple[RSSMState, torch.Tensor]:
+        """Recurrent update, then the posterior from the projected embedding ``(N, hidden)``;
+        returns the new state and the raw posterior parameters ``(N, R)``."""
+        deter = self._recurrent(state, action_proj)
+        hidden = self.act(self.obs_out_norm(self.obs_out_deter(deter) + embed_proj))
+        raw = self.post_params(hidden)
+        return RSSMState(deter, self.latent.sample(raw, sample)), raw
+
     def obs_step(
         self,
         state: RSSMState,
@@ -188,11 +204,13 @@ class RSSM(nn.Module):
         embed: torch.Tensor,
         is_first: torch.Tensor,
         sample: bool = True,
-    ) -> tuple[RSSMState, torch.Tensor]:
-        """One posterior step for acting: ``state (N, ...), action (N, A), embed (N, E), is_first (N,)``;
-        returns the new state and the posterior statistics."""
-        observed = self.observe(embed[None], action[None], is_first[None], state, sample=sample)
-        return observed.last, observed.post_stats[0]
+    ) -> RSSMState:
+        """One posterior step for acting: ``state (N, ...), action (N, A), embed (N, E), is_first (N,)``."""
+        keep = (1.0 - is_first.to(embed.dtype)).unsqueeze(-1)  # (N, 1)
+        if bool(is_first.any()):
+            state = self._reset(state, self.initial_state(is_first.shape[0]), keep)
+        action_proj = self.img_in_action(self._bound_action(action)) * keep
+        return self._posterior_step(state, action_proj, self.obs_out_embed(embed), sample)[0]
 
     def observe(
         self,
@@ -225,15 +243,8 @@ class RSSM(nn.Module):
         deters, stochs, raws = [], [], []
         for t in range(num_steps):
             if initial is not None:
-                reset = 1.0 - keep[t]
-                state = RSSMState(
-                    state.deter * keep[t] + initial.deter * reset,
-                    state.stoch * keep[t] + initial.stoch * reset,
-                )
-            deter = self._recurrent(state, action_proj[t])
-            hidden = self.act(self.obs_out_norm(self.obs_out_deter(deter) + embed_proj[t]))
-            raw = self.post_params(hidden)  # (B, R)
-            state = RSSMState(deter, self.latent.sample(raw, sample))
+                state = self._reset(state, initial, keep[t])
+            state, raw = self._posterior_step(state, action_proj[t], embed_proj[t], sample)  # raw (B, R)
             deters.append(state.deter)
             stochs.append(state.stoch)
             raws.append(raw)
