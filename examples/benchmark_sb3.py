@@ -116,7 +116,8 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int):
         from sb3_dreamer import Dreamer
         from sb3_dreamer.hyperparams import load_hyperparams
 
-        kwargs = load_hyperparams(env_id)
+        # rl_zoo3's convention: one "atari" section for every ALE game
+        kwargs = load_hyperparams("atari" if env_id.startswith("ALE/") else env_id)
         # "dreamer" is the default (V3); "dreamer_v1" / "dreamer_v2" the same sizes, sequence shape
         # and train ratio on another version, with that version's own (paper) optimiser settings:
         # the packaged learning rates are tuned for V3's normalised returns
