@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, timeout: int = 600) -> str:
+    """Run a script with the repository as working directory, on one torch thread; return its stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result.stdout
@@ -40,3 +45,50 @@ def test_benchmark_speed_prints_a_table():
         "--updates", "1", "--threads", "1", "--pixels-size", "16",
     )  # fmt: skip
     assert "| tiny | float32 |" in out
+
+
+def test_dmc_pixels_trains_evaluates_and_writes_an_imagination_gif(tmp_path):
+    pytest.importorskip("shimmy", reason="needs the dmc extra")
+    gif = tmp_path / "imagination.gif"
+    out = run("examples/dmc_pixels.py", "--tiny", "--gif", str(gif), "--tensorboard", str(tmp_path / "runs"))
+    assert "from pixels (64, 64, 3)" in out and "Evaluation return" in out
+    assert gif.stat().st_size > 0
+    assert list((tmp_path / "runs").rglob("events.out.tfevents.*"))
+
+
+def test_atari_trains_and_evaluates(tmp_path):
+    pytest.importorskip("ale_py", reason="needs the atari extra")
+    out = run("examples/atari.py", "--tiny", "--save", str(tmp_path / "pong"))
+    assert "Training Dreamer on Pong (18 actions)" in out and "Evaluation score" in out
+    assert (tmp_path / "pong.zip").exists()
+
+
+def test_dict_observations_train_a_multi_input_policy():
+    pytest.importorskip("shimmy", reason="needs the dmc extra")
+    out = run("examples/dict_observations.py", "--tiny")
+    assert "observation['pixels']: (64, 64, 3) uint8" in out and "observation['proprio']: (5,) float32" in out
+    assert "Evaluation return" in out
+
+
+def test_compare_sb3_plots_both_curves(tmp_path):
+    out = run("examples/compare_sb3.py", "--tiny", "--out", str(tmp_path / "compare.png"))
+    assert "dreamer: final evaluation return" in out and "sac: final evaluation return" in out
+    assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_record_video_loads_a_saved_agent_and_writes_mp4(tmp_path):
+    pytest.importorskip("pygame", reason="rendering CartPole needs pygame")
+    from sb3_dreamer import Dreamer
+
+    Dreamer("MlpPolicy", "CartPole-v1", model_size="tiny", seed=0).save(tmp_path / "agent")
+    out = run(
+        "examples/record_video.py", "--model", str(tmp_path / "agent.zip"), "--out", str(tmp_path / "videos"),
+        "--max-steps", "20",
+    )  # fmt: skip
+    assert "Returns:" in out
+    assert list((tmp_path / "videos").glob("*.mp4"))
+
+
+def test_custom_env_passes_check_env_and_trains():
+    out = run("examples/custom_env.py", "--tiny")
+    assert "Evaluation return over 20 episodes" in out
