@@ -18,6 +18,7 @@ Needs the ``zoo`` extra: ``pip install 'sb3-dreamer[zoo]'``.
 from __future__ import annotations
 
 import argparse
+import runpy
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -195,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         _run_script(enjoy, prog, with_defaults(rest, conf_file=False))
     elif command == "record_video":
-        from rl_zoo3.record_video import record_video
+        # rl_zoo3's record_video is a script body under ``if __name__ == "__main__"``, not a function.
+        def record_video() -> None:
+            runpy.run_module("rl_zoo3.record_video", run_name="__main__")
 
         _run_script(record_video, prog, with_defaults(rest, conf_file=False))
     else:

@@ -34,7 +34,7 @@ def zoo(*args: str, cwd: Path, timeout: int = 600) -> str:
 
 
 @requires_zoo
-def test_train_enjoy_and_plot_write_the_zoo_files(tmp_path):
+def test_train_enjoy_record_video_and_plot_write_the_zoo_files(tmp_path):
     zoo("train", "--env", "CartPole-v1", "-n", "300", "--num-threads", "1", "--seed", "0", *TINY, cwd=tmp_path)
     run = tmp_path / "logs" / "dreamer" / "CartPole-v1_1"
     assert (run / "CartPole-v1.zip").is_file()
@@ -44,6 +44,9 @@ def test_train_enjoy_and_plot_write_the_zoo_files(tmp_path):
 
     out = zoo("enjoy", "--env", "CartPole-v1", "-f", "logs", "-n", "300", "--no-render", cwd=tmp_path)
     assert "Episodes" in out and "Mean reward" in out
+
+    out = zoo("record_video", "--env", "CartPole-v1", "-f", "logs", "-n", "50", "-o", "videos", cwd=tmp_path)
+    assert list((tmp_path / "videos").glob("*.mp4")), out
 
     out = zoo("plot", "--env", "CartPole-v1", "-f", "logs", "-w", "1", "--output", "curve.png", cwd=tmp_path)
     assert (tmp_path / "curve.png").stat().st_size > 0
