@@ -207,7 +207,7 @@ def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
     return str(path)
 
 
-def summarise(out: Path, env_id: str, algos: list[str]) -> str:
+def summarise(out: Path, env_id: str, algos: list[str], plot_suffix: str = "") -> str:
     """Markdown table (mean ± std over seeds per budget, steps to threshold) and a PNG plot."""
     import matplotlib
 
@@ -247,7 +247,7 @@ def summarise(out: Path, env_id: str, algos: list[str]) -> str:
     ax.set_title(env_id)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / f"{file_stem(env_id)}.png", dpi=100)
+    fig.savefig(out / f"{file_stem(env_id)}{plot_suffix}.png", dpi=100)
     budgets = sorted({s for curves in table.values() for s in curves})
     stride = 2000 if budgets[-1] >= 10_000 else 1
     shown = [b for b in budgets if b % stride == 0 or b == budgets[-1]]
@@ -275,6 +275,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the table and plot")
+    parser.add_argument("--plot-suffix", default="", help="appended to the PNG's name, e.g. _versions")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -291,7 +292,7 @@ def main() -> None:
     print(
         f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, 1 thread each\n"
     )
-    print(summarise(out, args.env, args.algos))
+    print(summarise(out, args.env, args.algos, args.plot_suffix))
 
 
 if __name__ == "__main__":
