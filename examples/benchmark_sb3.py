@@ -1,8 +1,10 @@
 """Sample-efficiency benchmark: Dreamer against zoo-tuned SB3 baselines (BENCHMARKS.md A).
 
 Trains every (algorithm, seed) pair on one task for the same number of env steps, evaluating
-every ``--eval-freq`` steps with SB3's ``evaluate_policy`` (deterministic, separate env). Writes
-one CSV per run, a markdown table and a learning-curve PNG into ``--out``.
+every ``--eval-freq`` steps with SB3's ``evaluate_policy`` (deterministic, separate env); the CSV
+also keeps the mean return of the last 5 training episodes (stochastic policy), the measure of the
+published DMC curves. Writes one CSV per run, a markdown table and a learning-curve PNG into
+``--out``.
 
 Example (what ``docs/benchmarks.md`` reports)::
 
@@ -183,6 +185,8 @@ def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
                 steps=steps * repeat,
                 mean=mean,
                 std=std,
+                # the published DMC curves are training-episode returns (stochastic policy)
+                train_return=np.mean([info["r"] for info in list(model.ep_info_buffer)[-5:]] or [np.nan]),
                 wall_seconds=round(time.perf_counter() - start, 1),
             )
         )
