@@ -92,3 +92,11 @@ def test_record_video_loads_a_saved_agent_and_writes_mp4(tmp_path):
 def test_custom_env_passes_check_env_and_trains():
     out = run("examples/custom_env.py", "--tiny")
     assert "Evaluation return over 20 episodes" in out
+
+
+def test_eval_modes_prints_three_evaluations_per_budget():
+    out = run(
+        "examples/eval_modes.py", "--steps", "1100", "--eval-freq", "550", "--episodes", "1", "--model-size", "tiny",
+    )  # fmt: skip
+    assert "| mode / mode | sample / mode | sample / sample |" in out
+    assert out.count("\n| 550 |") == 1 and out.count("\n| 1100 |") == 1
