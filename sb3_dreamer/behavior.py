@@ -71,7 +71,7 @@ class Actor(nn.Module):
         self.tanh_normal = config.actor_dist == "tanh_normal"
         self.explore_noise = config.explore_noise
         out = spec.heads * spec.classes if spec.discrete else 2 * spec.dim
-        style = LayerStyle(config.layer_norm, config.activation)
+        style = LayerStyle.of(config)
         self.net = MLP(feature_size, config.units, config.layers, out, style=style)
         if spec.discrete:
             mask = torch.zeros(spec.heads, spec.classes, dtype=torch.bool)
@@ -261,7 +261,7 @@ class ActorCritic(nn.Module):
         self.config = config
         self.spec = spec
         self.actor = Actor(feature_size, spec, config)
-        style = LayerStyle(config.layer_norm, config.activation)
+        style = LayerStyle.of(config)
         self.critic = ScalarHead(feature_size, config.units, config.layers, config.heads, config.reward_bins, style)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.return_normalizer = ReturnNormalizer(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
 from sb3_dreamer.distributions import symlog, symlog_bins, two_hot_symlog_loss, two_hot_symlog_mean
+
+if TYPE_CHECKING:
+    from sb3_dreamer.presets import DreamerConfig
 
 
 def init_linear_(layer: nn.Linear, scale: float = 1.0) -> nn.Linear:
@@ -35,6 +38,11 @@ class LayerStyle(NamedTuple):
 
     norm: bool = True
     activation: str = "silu"
+
+    @classmethod
+    def of(cls, config: DreamerConfig) -> LayerStyle:
+        """The style a :class:`~sb3_dreamer.presets.DreamerConfig` asks for."""
+        return cls(config.layer_norm, config.activation)
 
     def make_activation(self) -> nn.Module:
         from sb3_dreamer.presets import ACTIVATIONS

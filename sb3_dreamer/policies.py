@@ -131,7 +131,7 @@ class DreamerPolicy(BasePolicy):
         # gymnasium's Discrete/MultiDiscrete may count from `start`; the model counts from 0
         self._action_start = np.asarray(getattr(action_space, "start", 0), dtype=np.int64).reshape(-1)
         cfg = self.config
-        style = LayerStyle(cfg.layer_norm, cfg.activation)
+        style = LayerStyle.of(cfg)
         encoder = MultiEncoder(
             image_shapes, vector_sizes, cfg.units, cfg.layers, cfg.cnn_depth, cfg.symlog_inputs, style
         )

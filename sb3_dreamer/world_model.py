@@ -126,7 +126,7 @@ class RSSM(nn.Module):
         self.deter_size = config.deter_size
         self.latent = make_latent(config)
         hidden_size = config.hidden_size
-        style = LayerStyle(config.layer_norm, config.activation)
+        style = LayerStyle.of(config)
         bias = not config.layer_norm
         self.img_in_stoch = init_linear_(nn.Linear(self.latent.width, hidden_size, bias=bias))
         self.img_in_action = init_linear_(nn.Linear(action_size, hidden_size, bias=False))
@@ -279,7 +279,7 @@ class WorldModel(nn.Module):
         self.decoder = decoder
         self.rssm = RSSM(embed_size, action_size, config)
         feature_size = self.rssm.feature_size
-        style = LayerStyle(config.layer_norm, config.activation)
+        style = LayerStyle.of(config)
         self.reward_head = ScalarHead(
             feature_size, config.units, config.layers, config.heads, config.reward_bins, style
         )
