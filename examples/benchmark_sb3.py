@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import multiprocessing as mp
 import platform
 import time
@@ -110,8 +111,9 @@ def _linear(start: float, budget_fraction: float):
     return lambda progress_remaining: start * (1.0 - (1.0 - progress_remaining) * budget_fraction)
 
 
-def make_model(algo: str, env_id: str, seed: int, total_steps: int):
-    """Build the model of ``algo`` for ``env_id`` with the shipped / zoo hyperparameters."""
+def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwargs: dict[str, Any] | None = None):
+    """Build the model of ``algo`` for ``env_id`` with the shipped / zoo hyperparameters;
+    ``dreamer_kwargs`` override the packaged Dreamer entry (its ``hyperparams`` dict is merged)."""
     from stable_baselines3 import DQN, PPO, SAC
 
     if algo.startswith("dreamer"):
@@ -128,6 +130,9 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int):
             kwargs["hyperparams"] = {
                 key: value for key, value in kwargs.get("hyperparams", {}).items() if not key.endswith("_lr")
             }
+        overrides = dict(dreamer_kwargs or {})
+        kwargs["hyperparams"] = {**kwargs.get("hyperparams", {}), **overrides.pop("hyperparams", {})}
+        kwargs.update(overrides)
         n_envs = kwargs.pop("n_envs", 1)
         kwargs.pop("n_timesteps", None)
         kwargs.pop("policy", None)
@@ -149,9 +154,11 @@ def file_stem(env_id: str) -> str:
     return env_id.replace("/", "-")
 
 
-def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
-    """Train one (algo, env, seed) run and write its evaluation CSV; returns the CSV path."""
-    algo, env_id, seed, total_steps, eval_freq, eval_episodes, out = job
+def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any]]) -> str:
+    """Train one (algo, env, seed) run and write its evaluation CSV; returns the CSV path.
+
+    The run is labelled ``algo + tag`` in its CSV name and rows (a tagged Dreamer variant)."""
+    algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs = job
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -161,12 +168,13 @@ def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
     repeat = ACTION_REPEAT.get(env_id, 1)
     total_steps //= repeat
     eval_freq //= repeat
-    model = make_model(algo, env_id, seed, total_steps)
+    model = make_model(algo, env_id, seed, total_steps, dreamer_kwargs)
+    label = algo + tag
     eval_env = Monitor(make_env(env_id))
     eval_env.reset(seed=10_000 + seed)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    path = Path(out) / f"{file_stem(env_id)}_{algo}_seed{seed}.csv"
+    path = Path(out) / f"{file_stem(env_id)}_{label}_seed{seed}.csv"
 
     def write_rows() -> None:
         """Rewrite the CSV after every evaluation, so that a long run leaves a partial curve."""
@@ -179,7 +187,7 @@ def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
         mean, std = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
         rows.append(
             dict(
-                algo=algo,
+                algo=label,
                 env=env_id,
                 seed=seed,
                 steps=steps * repeat,
@@ -192,7 +200,7 @@ def run_one(job: tuple[str, str, int, int, int, int, str]) -> str:
         )
         write_rows()
         print(
-            f"[{algo} {env_id} seed {seed}] {steps * repeat} env steps: {mean:.1f} +- {std:.1f} ({rows[-1]['wall_seconds']} s)",
+            f"[{label} {env_id} seed {seed}] {steps * repeat} env steps: {mean:.1f} +- {std:.1f} ({rows[-1]['wall_seconds']} s)",
             flush=True,
         )
 
@@ -280,12 +288,20 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the table and plot")
     parser.add_argument("--plot-suffix", default="", help="appended to the PNG's name, e.g. _versions")
+    parser.add_argument(
+        "--dreamer-kwargs",
+        type=json.loads,
+        default={},
+        help='JSON overrides of the packaged Dreamer entry, e.g. \'{"train_freq": 2, "hyperparams": {"actor_lr": 1e-4}}\'',
+    )
+    parser.add_argument("--tag", default="", help="appended to the Dreamer runs' names, e.g. _r512 (a variant)")
     args = parser.parse_args()
+    tags = {algo: args.tag if algo.startswith("dreamer") else "" for algo in args.algos}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         jobs = [
-            (algo, args.env, seed, steps, args.eval_freq, args.eval_episodes, str(out))
+            (algo, args.env, seed, steps, args.eval_freq, args.eval_episodes, str(out), tags[algo], args.dreamer_kwargs)
             for algo in args.algos
             for seed in args.seeds
             for steps in [args.dreamer_steps if algo.startswith("dreamer") and args.dreamer_steps else args.steps]
@@ -296,7 +312,7 @@ def main() -> None:
     print(
         f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, 1 thread each\n"
     )
-    print(summarise(out, args.env, args.algos, args.plot_suffix))
+    print(summarise(out, args.env, [algo + tags[algo] for algo in args.algos], args.plot_suffix))
 
 
 if __name__ == "__main__":

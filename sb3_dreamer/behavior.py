@@ -23,6 +23,7 @@ from sb3_dreamer.distributions import (
     straight_through,
 )
 from sb3_dreamer.networks import MLP, LayerStyle, ScalarHead
+from sb3_dreamer.precision import active_compute_dtype
 from sb3_dreamer.presets import DreamerConfig
 from sb3_dreamer.world_model import RSSMState, WorldModel
 
@@ -241,7 +242,7 @@ class ActorOutput(NamedTuple):
     """Actor loss plus what the critic update reuses from the same imagined batch."""
 
     loss: torch.Tensor  # ()
-    features: torch.Tensor  # (H, N, F) detached features of states 0..H-1
+    features: torch.Tensor  # (H, N, F) detached features of states 0..H-1, in the matmul dtype
     returns: torch.Tensor  # (H, N) detached λ-returns
     weights: torch.Tensor  # (H, N) cumulative predicted discount
     critic_raw: torch.Tensor | None  # (H, N, P) critic outputs with graph, when already computed
@@ -298,7 +299,10 @@ class ActorCritic(nn.Module):
         grad = self.actor_grad
         backprop = self.uses_backprop
         trajectory = imagine(world_model, self.actor, start, cfg.horizon, grad=backprop)
-        features = trajectory.features  # (H + 1, N, F)
+        # Every head reads the imagined states: cast them to the matmul dtype once (a no-op in
+        # float32) rather than once per head under autocast; the casts of this (H + 1, N, F)
+        # tensor were a large part of a bfloat16 update.
+        features = trajectory.features.to(active_compute_dtype(start.deter.device.type))  # (H + 1, N, F)
         critic_raw = None
         with torch.set_grad_enabled(backprop):
             rewards = world_model.reward(features[1:])  # (H, N)
@@ -319,11 +323,10 @@ class ActorCritic(nn.Module):
             scale = torch.ones((), device=returns.device)
         advantages = (returns - values[:-1]) / scale  # (H, N)
 
+        # the actor's outputs in states 0..H-1, with their graph to its weights, from imagination
+        params = trajectory.actor_params  # (H, N, P)
         if backprop:
-            params = self.actor(features[:-1].detach())  # (H, N, P)
             dynamics = advantages if cfg.backprop_baseline else returns / scale
-        else:
-            params = trajectory.actor_params
         if grad == "backprop":
             objective = dynamics
         else:

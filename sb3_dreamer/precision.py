@@ -59,3 +59,11 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def active_compute_dtype(device_type: str) -> torch.dtype:
+    """The dtype matmuls run in at this point: the autocast dtype if autocast is on for
+    ``device_type``, float32 otherwise."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return torch.float32
