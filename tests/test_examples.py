@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -37,6 +38,30 @@ def test_benchmark_sb3_writes_csv_table_and_plot(tmp_path):
     assert "| dreamer |" in out and "| ppo |" in out
     assert (tmp_path / "CartPole-v1.png").exists()
     assert (tmp_path / "CartPole-v1_dreamer_seed0.csv").exists()
+
+
+def test_benchmark_sb3_tagged_variant_gets_its_own_csv_and_row(tmp_path):
+    out = run(
+        "examples/benchmark_sb3.py", "--env", "CartPole-v1", "--algos", "dreamer", "--seeds", "0",
+        "--steps", "700", "--eval-freq", "700", "--eval-episodes", "1", "--jobs", "1", "--out", str(tmp_path),
+        "--tag", "_variant", "--dreamer-kwargs", '{"learning_starts": 600, "hyperparams": {"actor_lr": 1e-4}}',
+    )  # fmt: skip
+    assert "| dreamer_variant |" in out
+    assert (tmp_path / "CartPole-v1_dreamer_variant_seed0.csv").exists()
+
+
+def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
+    spec = importlib.util.spec_from_file_location("benchmark_sb3", ROOT / "examples" / "benchmark_sb3.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    overrides = {"train_freq": 2, "sequence_length": 64, "hyperparams": {"actor_lr": 1e-4}}
+    model = module.make_model("dreamer", "CartPole-v1", 0, 1000, overrides)
+    packaged = module.make_model("dreamer", "CartPole-v1", 0, 1000)
+    assert model.train_freq.frequency == 2 and model.sequence_length == 64
+    assert model.dreamer_config.actor_lr == 1e-4
+    # the packaged entry's other hyperparams are kept, not replaced by the override's dict
+    assert model.dreamer_config.model_lr == packaged.dreamer_config.model_lr
+    assert packaged.dreamer_config.actor_lr != 1e-4
 
 
 def test_benchmark_speed_prints_a_table():
