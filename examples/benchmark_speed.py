@@ -14,6 +14,13 @@ paper sizes. ``--compile`` instead measures what ``torch.compile`` of the world-
 observe loop unrolled into one graph) does to the update time, against eager in the same process::
 
     python examples/benchmark_speed.py --compile --sizes T --precisions bf16 --length 32 --threads 1
+
+``--sheeprl-python`` also times sheeprl 0.8.4's DreamerV3-S update (``examples/benchmark_sheeprl.py``,
+run with the Python of the separate venv it documents) on the same task, batch and threads, in the
+same run, and prints the speed-up of the size-``S`` vector rows over it::
+
+    python examples/benchmark_speed.py --env CartPole-v1 --configs vector --sizes S --precisions bf16 fp32 \
+        --sheeprl-python /opt/sheeprl-venv/bin/python
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import platform
+import re
 import resource
+import subprocess
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -165,6 +175,21 @@ def compile_probe(env_id: str, size: str, precision: str, batch: int, length: in
     )
 
 
+#: Lightning precision names of sheeprl for our ``--precisions``.
+SHEEPRL_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
+
+
+def sheeprl_reference(python: str, env_id: str, precision: str, threads: int, updates: int, batch: int, length: int):
+    """Seconds and GFLOP per update of sheeprl's DreamerV3-S, from ``examples/benchmark_sheeprl.py``."""
+    script = Path(__file__).with_name("benchmark_sheeprl.py")
+    command = [python, str(script), "--env", env_id, "--threads", str(threads), "--updates", str(updates)]
+    command += ["--batch", str(batch), "--length", str(length), "--precision", SHEEPRL_PRECISION[precision]]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    seconds = float(re.search(r"seconds per update: mean ([0-9.]+)", output).group(1))
+    gflop = float(re.search(r"GFLOP per update: +([0-9.]+)", output).group(1))
+    return seconds, gflop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="Pendulum-v1", help="the vector task")
@@ -178,7 +203,12 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="measure torch.compile of the world-model loss")
+    parser.add_argument(
+        "--sheeprl-python", default=None, help="Python of a venv with sheeprl 0.8.4: time its S update as the reference"
+    )
     args = parser.parse_args()
+    if args.sheeprl_python and ("S" not in args.sizes or "vector" not in args.configs or "v3" not in args.versions):
+        parser.error("--sheeprl-python compares with the vector v3 S rows: include S, vector and v3")
     torch.set_num_threads(args.threads)
     if args.compile:
         print(f"torch {torch.__version__}, {args.threads} threads, {args.env}")
@@ -200,10 +230,13 @@ def main() -> None:
         "| predict 1 env (ms) | predict 8 envs (ms) | env steps/s in learn | buffer B/step |"
     )
     print("|---" * 14 + "|")
+    ours: dict[str, float] = {}
     for config, version, size, precision in itertools.product(args.configs, args.versions, args.sizes, args.precisions):
         row = bench_size(
             config, args.env, args.pixels_size, version, size, precision, args.batch, args.length, args.updates
         )
+        if (config, version, size) == ("vector", "v3", "S"):
+            ours[precision] = row["seconds_per_update"]
         achieved = row["achieved_gflops"] * 1e9
         print(
             f"| {config} | {version} | {size} | {row['dtype']} | {row['params_world_model'] / 1e6:.2f}M "
@@ -215,6 +248,21 @@ def main() -> None:
         )
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory of the whole run: {peak_rss_mb:.0f} MB")
+    if args.sheeprl_python:
+        print(f"\nsheeprl 0.8.4 DreamerV3-S on {args.env}, same batch and threads, against the vector v3 S rows above\n")
+        speedups = "".join(f" speed-up of sb3-dreamer {precision} |" for precision in ours)
+        print("| sheeprl precision | s/update | GFLOP/update | GFLOP/s | % fp32 peak |" + speedups)
+        print("|---" * (5 + len(ours)) + "|")
+        for precision in args.precisions:
+            seconds, gflop = sheeprl_reference(
+                args.sheeprl_python, args.env, precision, args.threads, args.updates, args.batch, args.length
+            )
+            ratios = " | ".join(f"{seconds / ours[p]:.2f}x" for p in ours)
+            print(
+                f"| {SHEEPRL_PRECISION[precision]} | {seconds:.3f} | {gflop:.1f} | {gflop / seconds:.0f} "
+                f"| {100 * gflop * 1e9 / seconds / peak32:.0f}% | {ratios} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -173,6 +173,48 @@ def lambda_returns(rewards: torch.Tensor, discounts: torch.Tensor, values: torch
     return torch.stack(returns[::-1])
 
 
+def replay_lambda_returns(
+    rewards: torch.Tensor,
+    is_first: torch.Tensor,
+    is_terminal: torch.Tensor,
+    boot: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """λ-returns along replayed real sequences, bootstrapped at every step from ``boot``.
+
+    ``R_t = r_{t+1} + γ c_{t+1} ((1 - λ_{t+1}) b_{t+1} + λ_{t+1} R_{t+1})`` with the real reward and
+    continue flag ``c = 1 - is_terminal`` of the next step, and ``λ_{t+1} = 0`` where step ``t + 1``
+    ends its episode (so the return never runs into the next one); ``R_{T-1} = b_{T-1}``.
+
+    :param rewards: ``(T, B)`` reward received on arriving at each step
+    :param is_first: ``(T, B)`` episode starts (a step before one ends its episode)
+    :param is_terminal: ``(T, B)`` terminal steps
+    :param boot: ``(T, B)`` value estimate of every step (DreamerV3 2024: its imagined λ-return)
+    :return: returns ``(T - 1, B)`` of steps ``0..T-2`` and their loss weights ``(T - 1, B)``: 0 where
+        the step is the last of its episode (its successor belongs to another episode)
+    """
+    is_last = torch.cat([is_first[1:], torch.zeros_like(is_first[:1])])  # (T, B)
+    live = gamma * (1.0 - is_terminal[1:])  # (T - 1, B)
+    step_lambda = lam * (1.0 - is_last[1:])
+    interim = rewards[1:] + live * (1.0 - step_lambda) * boot[1:]
+    returns = []
+    last = boot[-1]
+    for t in reversed(range(interim.shape[0])):
+        last = interim[t] + live[t] * step_lambda[t] * last
+        returns.append(last)
+    return torch.stack(returns[::-1]), 1.0 - is_last[:-1]
+
+
+class ReplaySequences(NamedTuple):
+    """The real replayed batch as the critic's replay loss needs it."""
+
+    features: torch.Tensor  # (T, B, F) detached posterior features
+    rewards: torch.Tensor  # (T, B)
+    is_first: torch.Tensor  # (T, B)
+    is_terminal: torch.Tensor  # (T, B)
+
+
 class ReturnNormalizer(nn.Module):
     """EMA of the 5th and 95th return percentiles; scale ``max(limit, high - low)``.
 
@@ -352,19 +394,40 @@ class ActorCritic(nn.Module):
             metrics,
         )
 
-    def critic_loss(self, actor_output: ActorOutput) -> torch.Tensor:
+    def critic_loss(self, actor_output: ActorOutput, replay: ReplaySequences | None = None) -> torch.Tensor:
         """Regression of the λ-returns, plus (``slow_reg_scale``) a regulariser toward the slow
-        critic, weighted by the cumulative predicted discount of each imagined state."""
+        critic, weighted by the cumulative predicted discount of each imagined state.
+
+        With ``replay_critic_scale > 0`` and the ``replay`` batch, the critic also regresses
+        λ-returns computed along the real replayed sequences (real rewards and terminals,
+        bootstrapped from each replayed state's imagined return; DreamerV3's 2024 code), so that
+        its values stay anchored to real outcomes.
+        """
         features = actor_output.features  # (H, N, F)
         raw = actor_output.critic_raw
         if raw is None:
             raw = self.critic(features)
-        loss = self.critic.loss(raw, actor_output.returns)
+        loss = (self._regression_loss(raw, actor_output.returns, features) * actor_output.weights).mean()
+        scale = self.config.replay_critic_scale
+        if scale > 0.0 and replay is not None:
+            num_steps, batch = replay.rewards.shape
+            boot = actor_output.returns[0].reshape(num_steps, batch)  # imagined return of each replayed state
+            returns, weights = replay_lambda_returns(
+                replay.rewards, replay.is_first, replay.is_terminal, boot, self.config.gamma, self.config.return_lambda
+            )
+            replay_features = replay.features[:-1].to(features.dtype)  # (T - 1, B, F)
+            replay_raw = self.critic(replay_features)
+            loss = loss + scale * (self._regression_loss(replay_raw, returns, replay_features) * weights).mean()
+        return loss
+
+    def _regression_loss(self, raw: torch.Tensor, targets: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of ``targets (...)`` plus the slow-critic regulariser on ``features``."""
+        loss = self.critic.loss(raw, targets)
         if self.config.slow_reg_scale > 0.0:
             with torch.no_grad():
                 slow_target = self.value(features, slow=True)
             loss = loss + self.config.slow_reg_scale * self.critic.loss(raw, slow_target)
-        return (loss * actor_output.weights).mean()
+        return loss
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:

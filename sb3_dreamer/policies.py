@@ -18,7 +18,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from sb3_dreamer.behavior import ActionSpec, ActorCritic
+from sb3_dreamer.behavior import ActionSpec, ActorCritic, ReplaySequences
 from sb3_dreamer.buffers import SequenceBatch
 from sb3_dreamer.networks import SINGLE_KEY, LayerStyle, MultiDecoder, MultiEncoder
 from sb3_dreamer.precision import autocast
@@ -394,7 +394,11 @@ class DreamerPolicy(BasePolicy):
         actor_applied = self._step_if_finite(self.actor_optimizer, actor.loss, actor_norm)
 
         with autocast(self.device, self.compute_dtype):
-            critic_loss = self.actor_critic.critic_loss(actor)
+            replay = None
+            if cfg.replay_critic_scale > 0.0:
+                posterior = wm.posterior.features().unflatten(0, batch.is_first.shape)  # (T, B, F)
+                replay = ReplaySequences(posterior, batch.rewards, batch.is_first, batch.is_terminal)
+            critic_loss = self.actor_critic.critic_loss(actor, replay)
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         critic_norm = nn.utils.clip_grad_norm_(self.actor_critic.critic.parameters(), cfg.actor_critic_grad_clip)

@@ -114,7 +114,10 @@ class DreamerConfig:
         ``1 - slow_critic_decay`` (V3: EMA, ``1`` and ``0.98``; V2: hard copy, ``100`` and ``0``).
         ``slow_critic_returns``: the λ-returns and the Reinforce baseline use the slow critic
         (V2's target network). ``slow_reg_scale``: weight of the critic's regulariser toward the
-        slow critic (V3). ``actor_lr``, ``critic_lr``, ``actor_critic_eps``,
+        slow critic (V3). ``replay_critic_scale``: weight of a second critic loss on the real replayed
+        sequences, whose λ-returns use the real rewards and terminals and bootstrap from each replayed
+        state's imagined return (0 in the 2023 papers; 0.3 in the authors' 2024 DreamerV3 code).
+        ``actor_lr``, ``critic_lr``, ``actor_critic_eps``,
         ``actor_critic_grad_clip``: their optimisers.
     """
 
@@ -167,6 +170,7 @@ class DreamerConfig:
     slow_critic_decay: float = 0.98
     slow_critic_returns: bool = False
     slow_reg_scale: float = 1.0
+    replay_critic_scale: float = 0.0
     actor_lr: float = 3e-5
     critic_lr: float = 3e-5
     actor_critic_eps: float = 1e-5
@@ -228,7 +232,7 @@ class DreamerConfig:
         for name in ("model_lr", "actor_lr", "critic_lr", "model_eps", "actor_critic_eps", "latent_min_std"):
             if getattr(self, name) <= 0.0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        non_negative = ("kl_dyn_scale", "kl_rep_scale", "free_bits", "ent_coef", "slow_reg_scale")
+        non_negative = ("kl_dyn_scale", "kl_rep_scale", "free_bits", "ent_coef", "slow_reg_scale", "replay_critic_scale")
         for name in non_negative + ("weight_decay", "explore_noise"):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")

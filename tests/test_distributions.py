@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sb3_dreamer.behavior import ReturnNormalizer, lambda_returns
+from sb3_dreamer.behavior import ReturnNormalizer, lambda_returns, replay_lambda_returns
 from sb3_dreamer.distributions import (
     categorical_kl,
     sample_one_hot,
@@ -124,3 +124,31 @@ def test_return_normalizer_tracks_percentiles_with_floor():
     ema.update(returns)
     assert ema.high.item() == pytest.approx(0.01 * 95.0, rel=1e-3)
     assert "high" in ema.state_dict() and "low" in ema.state_dict()
+
+
+def test_replay_lambda_returns_match_hand_computation():
+    # one stream: an episode that terminates at step 2 (reward 2), then a new episode at step 3
+    rewards = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    is_first = torch.tensor([[1.0], [0.0], [0.0], [1.0]])
+    is_terminal = torch.tensor([[0.0], [0.0], [1.0], [0.0]])
+    boot = torch.tensor([[10.0], [20.0], [30.0], [40.0]])
+    returns, weights = replay_lambda_returns(rewards, is_first, is_terminal, boot, gamma=0.9, lam=0.5)
+    # R_1 = r_2 (step 2 is terminal); R_0 = r_1 + γ((1 - λ) b_1 + λ R_1); step 2 ends its episode:
+    # its return would run into the next episode, so it gets weight 0
+    torch.testing.assert_close(returns[:2], torch.tensor([[1.0 + 0.9 * (0.5 * 20.0 + 0.5 * 2.0)], [2.0]]))
+    torch.testing.assert_close(weights, torch.tensor([[1.0], [1.0], [0.0]]))
+
+
+def test_replay_lambda_returns_bootstrap_at_the_sequence_end_and_time_outs():
+    rewards = torch.ones(3, 2)
+    boot = torch.full((3, 2), 5.0)
+    no_flags = torch.zeros(3, 2)
+    returns, weights = replay_lambda_returns(rewards, no_flags, no_flags, boot, gamma=0.5, lam=1.0)
+    # λ = 1 without flags: Monte-Carlo returns bootstrapped from the last step's value
+    torch.testing.assert_close(returns, torch.tensor([[1 + 0.5 * (1 + 0.5 * 5.0)] * 2, [1 + 0.5 * 5.0] * 2]))
+    assert bool((weights == 1.0).all())
+    # a time-out (the next step starts a new episode, no terminal) bootstraps from the last step's value
+    is_first = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    returns, weights = replay_lambda_returns(rewards, is_first, no_flags, boot, gamma=0.5, lam=1.0)
+    torch.testing.assert_close(returns[0, 0], torch.tensor(1 + 0.5 * 5.0))
+    assert weights[1, 0] == 0.0 and weights[0, 0] == 1.0

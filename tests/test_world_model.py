@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sb3_dreamer.behavior import ActionSpec, ActorCritic, imagine
+from sb3_dreamer.behavior import ActionSpec, ActorCritic, ReplaySequences, imagine
 from sb3_dreamer.networks import MultiDecoder, MultiEncoder
 from sb3_dreamer.presets import DreamerConfig, make_config
 from sb3_dreamer.world_model import RSSM, WorldModel
@@ -109,3 +109,39 @@ def test_world_model_loss_and_imagination_shapes():
     actor = actor_critic.actor_loss(model, out.posterior, out.start_continue)
     assert actor.returns.shape == (CONFIG.horizon, T * B)
     assert torch.isfinite(actor_critic.critic_loss(actor))
+
+
+def test_replay_critic_loss_regresses_real_sequences_only_when_enabled():
+    torch.manual_seed(0)
+    model = make_world_model()
+    T, B = 6, 2
+    actions = torch.nn.functional.one_hot(torch.randint(0, 3, (T, B)), 3).float()
+    rewards, is_first, is_terminal = torch.ones(T, B), torch.zeros(T, B), torch.zeros(T, B)
+    out = model.loss(torch.randn(T, B, 5), actions, rewards, is_first, is_terminal)
+    posterior = out.posterior.features().unflatten(0, (T, B))
+    plain = ActorCritic(model.rssm.feature_size, SPEC, CONFIG)
+    actor = plain.actor_loss(model, out.posterior, out.start_continue)
+    base = plain.critic_loss(actor)
+    # off (the 2023 papers): the replay batch is ignored
+    torch.testing.assert_close(plain.critic_loss(actor, ReplaySequences(posterior, rewards, is_first, is_terminal)), base)
+    with_replay = ActorCritic(model.rssm.feature_size, SPEC, CONFIG.replace(replay_critic_scale=0.3))
+    with_replay.load_state_dict(plain.state_dict())
+    # every replayed step ends its episode: no real return to regress, nothing is added
+    all_last = ReplaySequences(posterior, rewards, torch.ones(T, B), is_terminal)
+    torch.testing.assert_close(with_replay.critic_loss(actor, all_last), base)
+    # a continuing stream: the critic (at zero) also pays for missing the real returns of about 1 per step
+    loss = with_replay.critic_loss(actor, ReplaySequences(posterior, rewards, is_first, is_terminal))
+    assert loss > base + 0.1
+    loss.backward()
+    assert all(p.grad is not None for p in with_replay.critic.parameters())
+
+
+def test_dreamer_trains_with_the_replay_critic_loss():
+    from sb3_dreamer import Dreamer
+
+    model = Dreamer(
+        "MlpPolicy", "CartPole-v1", model_size="tiny", batch_size=4, sequence_length=8, learning_starts=64,
+        hyperparams={"replay_critic_scale": 0.3}, seed=0,
+    )  # fmt: skip
+    model.learn(96)
+    assert model._n_updates > 0 and model._n_updates_skipped == 0
