@@ -2,7 +2,7 @@
 
 Uses the tuned CartPole-v1 settings shipped in ``sb3_dreamer/hyperparams/dreamer.yml``.
 
-    python examples/quickstart.py                # the tuned budget (about 10 minutes on 2 CPU cores)
+    python examples/quickstart.py                # the tuned budget (about 16 minutes on one CPU thread)
     python examples/quickstart.py --steps 2000   # a smoke run
 """
 
