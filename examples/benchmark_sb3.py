@@ -14,7 +14,7 @@ Example (what ``docs/benchmarks.md`` reports)::
 
 ``dreamer`` is DreamerV3; ``dreamer_v1`` and ``dreamer_v2`` run the packaged settings
 (``sb3_dreamer/hyperparams/dreamer.yml``: size, sequence shape, train ratio) on DreamerV1 /
-DreamerV2 with their papers' learning rates::
+DreamerV2 with their papers' learning rates and entropy bonus::
 
     python examples/benchmark_sb3.py --env CartPole-v1 --algos dreamer_v1 dreamer_v2 --steps 10000
 
@@ -123,13 +123,14 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
         # rl_zoo3's convention: one "atari" section for every ALE game
         kwargs = load_hyperparams("atari" if env_id.startswith("ALE/") else env_id)
         # "dreamer" is the default (V3); "dreamer_v1" / "dreamer_v2" the same sizes, sequence shape
-        # and train ratio on another version, with that version's own (paper) optimiser settings:
-        # the packaged learning rates are tuned for V3's normalised returns
+        # and train ratio on another version, with that version's own (paper) optimiser settings and
+        # entropy bonus: the packaged learning rates and entropy are tuned for V3's normalised returns
         kwargs["version"] = algo.partition("_")[2] or "v3"
         if kwargs["version"] != "v3":
             kwargs["hyperparams"] = {
                 key: value for key, value in kwargs.get("hyperparams", {}).items() if not key.endswith("_lr")
             }
+            kwargs.pop("ent_coef", None)
         overrides = dict(dreamer_kwargs or {})
         kwargs["hyperparams"] = {**kwargs.get("hyperparams", {}), **overrides.pop("hyperparams", {})}
         kwargs.update(overrides)
@@ -312,7 +313,9 @@ def main() -> None:
     print(
         f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, 1 thread each\n"
     )
-    print(summarise(out, args.env, [algo + tags[algo] for algo in args.algos], args.plot_suffix))
+    # a tagged variant gets its own plot instead of replacing the task's main one
+    plot_suffix = args.plot_suffix or args.tag
+    print(summarise(out, args.env, [algo + tags[algo] for algo in args.algos], plot_suffix))
 
 
 if __name__ == "__main__":

@@ -184,7 +184,10 @@ def sheeprl_reference(python: str, env_id: str, precision: str, threads: int, up
     script = Path(__file__).with_name("benchmark_sheeprl.py")
     command = [python, str(script), "--env", env_id, "--threads", str(threads), "--updates", str(updates)]
     command += ["--batch", str(batch), "--length", str(length), "--precision", SHEEPRL_PRECISION[precision]]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
+    output = result.stdout
     seconds = float(re.search(r"seconds per update: mean ([0-9.]+)", output).group(1))
     gflop = float(re.search(r"GFLOP per update: +([0-9.]+)", output).group(1))
     return seconds, gflop
@@ -209,6 +212,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.sheeprl_python and ("S" not in args.sizes or "vector" not in args.configs or "v3" not in args.versions):
         parser.error("--sheeprl-python compares with the vector v3 S rows: include S, vector and v3")
+    if args.sheeprl_python and not set(args.precisions) <= set(SHEEPRL_PRECISION):
+        parser.error(f"--sheeprl-python needs --precisions among {sorted(SHEEPRL_PRECISION)}, got {args.precisions}")
     torch.set_num_threads(args.threads)
     if args.compile:
         print(f"torch {torch.__version__}, {args.threads} threads, {args.env}")

@@ -409,7 +409,8 @@ class ActorCritic(nn.Module):
             raw = self.critic(features)
         loss = (self._regression_loss(raw, actor_output.returns, features) * actor_output.weights).mean()
         scale = self.config.replay_critic_scale
-        if scale > 0.0 and replay is not None:
+        # a replayed return needs a next step: sequences of one step have none
+        if scale > 0.0 and replay is not None and replay.rewards.shape[0] > 1:
             num_steps, batch = replay.rewards.shape
             boot = actor_output.returns[0].reshape(num_steps, batch)  # imagined return of each replayed state
             returns, weights = replay_lambda_returns(

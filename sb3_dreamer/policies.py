@@ -150,14 +150,15 @@ class DreamerPolicy(BasePolicy):
         )
         self.world_model = WorldModel(encoder, decoder, encoder.embed_size, self.action_spec.encoding_size, cfg)
         self.actor_critic = ActorCritic(cfg.feature_size, self.action_spec, cfg)
-        adam = dict(weight_decay=cfg.weight_decay, decoupled_weight_decay=True)
-        self.world_model_optimizer = torch.optim.Adam(
+        # Adam with decoupled weight decay (V2's; 0 for V1/V3), which is AdamW in every torch version
+        adam = dict(weight_decay=cfg.weight_decay)
+        self.world_model_optimizer = torch.optim.AdamW(
             self.world_model.parameters(), lr=lr_schedule(1.0), eps=cfg.model_eps, **adam
         )
-        self.actor_optimizer = torch.optim.Adam(
+        self.actor_optimizer = torch.optim.AdamW(
             self.actor_critic.actor.parameters(), lr=cfg.actor_lr, eps=cfg.actor_critic_eps, **adam
         )
-        self.critic_optimizer = torch.optim.Adam(
+        self.critic_optimizer = torch.optim.AdamW(
             self.actor_critic.critic.parameters(), lr=cfg.critic_lr, eps=cfg.actor_critic_eps, **adam
         )
         self.optimizer = self.world_model_optimizer

@@ -48,20 +48,22 @@ def test_benchmark_sb3_tagged_variant_gets_its_own_csv_and_row(tmp_path):
     )  # fmt: skip
     assert "| dreamer_variant |" in out
     assert (tmp_path / "CartPole-v1_dreamer_variant_seed0.csv").exists()
+    # its own plot: the task's main plot is left alone
+    assert (tmp_path / "CartPole-v1_variant.png").exists() and not (tmp_path / "CartPole-v1.png").exists()
 
 
 def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
     spec = importlib.util.spec_from_file_location("benchmark_sb3", ROOT / "examples" / "benchmark_sb3.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    overrides = {"train_freq": 2, "sequence_length": 64, "hyperparams": {"actor_lr": 1e-4}}
+    overrides = {"train_freq": 8, "sequence_length": 16, "hyperparams": {"actor_lr": 2e-5}}
     model = module.make_model("dreamer", "CartPole-v1", 0, 1000, overrides)
     packaged = module.make_model("dreamer", "CartPole-v1", 0, 1000)
-    assert model.train_freq.frequency == 2 and model.sequence_length == 64
-    assert model.dreamer_config.actor_lr == 1e-4
+    assert model.train_freq.frequency == 8 and model.sequence_length == 16
+    assert model.dreamer_config.actor_lr == 2e-5
     # the packaged entry's other hyperparams are kept, not replaced by the override's dict
     assert model.dreamer_config.model_lr == packaged.dreamer_config.model_lr
-    assert packaged.dreamer_config.actor_lr != 1e-4
+    assert packaged.dreamer_config.actor_lr != 2e-5 and packaged.sequence_length != 16
 
 
 def test_benchmark_speed_prints_a_table():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sb3_dreamer.behavior import ActionSpec, ActorCritic, ReplaySequences, imagine
+from sb3_dreamer.behavior import ActionSpec, ActorCritic, ReplaySequences, imagine, replay_lambda_returns
 from sb3_dreamer.networks import MultiDecoder, MultiEncoder
 from sb3_dreamer.presets import DreamerConfig, make_config
 from sb3_dreamer.world_model import RSSM, WorldModel
@@ -114,24 +114,41 @@ def test_world_model_loss_and_imagination_shapes():
 def test_replay_critic_loss_regresses_real_sequences_only_when_enabled():
     torch.manual_seed(0)
     model = make_world_model()
-    T, B = 6, 2
+    T, B = 6, 3
     actions = torch.nn.functional.one_hot(torch.randint(0, 3, (T, B)), 3).float()
-    rewards, is_first, is_terminal = torch.ones(T, B), torch.zeros(T, B), torch.zeros(T, B)
+    rewards, is_terminal = torch.rand(T, B), torch.zeros(T, B)
+    is_first = torch.zeros(T, B)
+    is_first[3, 1] = 1.0  # stream 1 starts a new episode at step 3
     out = model.loss(torch.randn(T, B, 5), actions, rewards, is_first, is_terminal)
     posterior = out.posterior.features().unflatten(0, (T, B))
     plain = ActorCritic(model.rssm.feature_size, SPEC, CONFIG)
+    # a critic whose predictions depend on the state, so that the loss depends on the targets
+    torch.nn.init.normal_(plain.critic.out.weight, std=0.5)
+    plain.slow_critic.load_state_dict(plain.critic.state_dict())
     actor = plain.actor_loss(model, out.posterior, out.start_continue)
     base = plain.critic_loss(actor)
+    replay = ReplaySequences(posterior, rewards, is_first, is_terminal)
     # off (the 2023 papers): the replay batch is ignored
-    torch.testing.assert_close(plain.critic_loss(actor, ReplaySequences(posterior, rewards, is_first, is_terminal)), base)
+    torch.testing.assert_close(plain.critic_loss(actor, replay), base)
     with_replay = ActorCritic(model.rssm.feature_size, SPEC, CONFIG.replace(replay_critic_scale=0.3))
     with_replay.load_state_dict(plain.state_dict())
     # every replayed step ends its episode: no real return to regress, nothing is added
     all_last = ReplaySequences(posterior, rewards, torch.ones(T, B), is_terminal)
     torch.testing.assert_close(with_replay.critic_loss(actor, all_last), base)
-    # a continuing stream: the critic (at zero) also pays for missing the real returns of about 1 per step
-    loss = with_replay.critic_loss(actor, ReplaySequences(posterior, rewards, is_first, is_terminal))
-    assert loss > base + 0.1
+    # on: plus 0.3 x the regression of each replayed state's real λ-return, bootstrapped from the
+    # imagined return of that same state (start state t * B + b of the imagination)
+    boot = torch.stack([torch.stack([actor.returns[0, t * B + b] for b in range(B)]) for t in range(T)])
+    targets, weights = replay_lambda_returns(rewards, is_first, is_terminal, boot, CONFIG.gamma, CONFIG.return_lambda)
+    raw = with_replay.critic(posterior[:-1])
+    slow = with_replay.value(posterior[:-1], slow=True)
+    nll = with_replay.critic.loss(raw, targets) + CONFIG.slow_reg_scale * with_replay.critic.loss(raw, slow)
+    expected = base + 0.3 * (nll * weights).mean()
+    loss = with_replay.critic_loss(actor, replay)
+    torch.testing.assert_close(loss, expected)
+    assert weights[2, 1] == 0.0  # the step before the new episode
+    # a one-step sequence has no next step: nothing to regress
+    one_step = ReplaySequences(posterior[:1], rewards[:1], is_first[:1], is_terminal[:1])
+    torch.testing.assert_close(with_replay.critic_loss(actor, one_step), base)
     loss.backward()
     assert all(p.grad is not None for p in with_replay.critic.parameters())
 
