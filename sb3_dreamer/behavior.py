@@ -154,21 +154,25 @@ class Actor(nn.Module):
         return gaussian_entropy(self._mean_std(params)[1])
 
 
-def lambda_returns(rewards: torch.Tensor, discounts: torch.Tensor, values: torch.Tensor, lam: float) -> torch.Tensor:
+def lambda_returns(
+    rewards: torch.Tensor, discounts: torch.Tensor, values: torch.Tensor, lam: float | torch.Tensor
+) -> torch.Tensor:
     """TD(λ) returns bootstrapped from the last value.
 
-    ``R_H = v_H``; ``R_t = r_t + d_t * ((1 - λ) v_{t+1} + λ R_{t+1})``.
+    ``R_H = v_H``; ``R_t = r_t + d_t * ((1 - λ_t) v_{t+1} + λ_t R_{t+1})``.
 
     :param rewards: ``(H, N)`` reward received on entering state ``t + 1``
     :param discounts: ``(H, N)`` ``γ * continue_{t+1}``
     :param values: ``(H + 1, N)`` critic values of states ``0..H``
+    :param lam: λ, one number or one per step ``(H, N)``
     :return: ``(H, N)`` returns of states ``0..H-1``
     """
     interim = rewards + discounts * values[1:] * (1.0 - lam)
+    decay = discounts * lam  # (H, N)
     returns = []
     last = values[-1]
     for t in reversed(range(rewards.shape[0])):
-        last = interim[t] + discounts[t] * lam * last
+        last = interim[t] + decay[t] * last
         returns.append(last)
     return torch.stack(returns[::-1])
 
@@ -195,15 +199,9 @@ def replay_lambda_returns(
         the step is the last of its episode (its successor belongs to another episode)
     """
     is_last = torch.cat([is_first[1:], torch.zeros_like(is_first[:1])])  # (T, B)
-    live = gamma * (1.0 - is_terminal[1:])  # (T - 1, B)
-    step_lambda = lam * (1.0 - is_last[1:])
-    interim = rewards[1:] + live * (1.0 - step_lambda) * boot[1:]
-    returns = []
-    last = boot[-1]
-    for t in reversed(range(interim.shape[0])):
-        last = interim[t] + live[t] * step_lambda[t] * last
-        returns.append(last)
-    return torch.stack(returns[::-1]), 1.0 - is_last[:-1]
+    discounts = gamma * (1.0 - is_terminal[1:])  # (T - 1, B)
+    returns = lambda_returns(rewards[1:], discounts, boot, lam * (1.0 - is_last[1:]))
+    return returns, 1.0 - is_last[:-1]
 
 
 class ReplaySequences(NamedTuple):
