@@ -118,7 +118,7 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
 
     if algo.startswith("dreamer"):
         from sb3_dreamer import Dreamer
-        from sb3_dreamer.hyperparams import load_hyperparams
+        from sb3_dreamer.hyperparams import load_hyperparams, with_overrides
 
         # rl_zoo3's convention: one "atari" section for every ALE game
         kwargs = load_hyperparams("atari" if env_id.startswith("ALE/") else env_id)
@@ -131,9 +131,7 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
                 key: value for key, value in kwargs.get("hyperparams", {}).items() if not key.endswith("_lr")
             }
             kwargs.pop("ent_coef", None)
-        overrides = dict(dreamer_kwargs or {})
-        kwargs["hyperparams"] = {**kwargs.get("hyperparams", {}), **overrides.pop("hyperparams", {})}
-        kwargs.update(overrides)
+        kwargs = with_overrides(kwargs, dreamer_kwargs or {})
         n_envs = kwargs.pop("n_envs", 1)
         kwargs.pop("n_timesteps", None)
         kwargs.pop("policy", None)

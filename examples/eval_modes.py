@@ -3,14 +3,22 @@ an unstable deterministic evaluation.
 
 Every ``--eval-freq`` steps the same model plays ``--episodes`` episodes with the RSSM posterior
 and the actor each taking their mode (what ``predict(deterministic=True)`` does) or sampling:
-``mode / mode``, ``sample / mode`` and ``sample / sample`` (the training policy).
+``mode / mode``, ``sample / mode`` and ``sample / sample`` (the training policy). For CartPole it
+also counts how the ``mode / mode`` episodes ended (``cart``: the cart left the track; ``pole``:
+the pole fell; ``time``: the 500-step limit), the actor's mean entropy (nats) over the states those
+episodes visited, and the current return scale of the actor's advantage normalisation.
 
     python examples/eval_modes.py --env CartPole-v1 --steps 10000 --seed 0
+
+``--dreamer-kwargs`` overrides the packaged entry (see ``sb3_dreamer.hyperparams.with_overrides``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections import Counter
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -18,13 +26,34 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_dreamer import Dreamer
-from sb3_dreamer.hyperparams import load_hyperparams
+from sb3_dreamer.hyperparams import load_hyperparams, with_overrides
 
 MODES = {"mode / mode": (False, False), "sample / mode": (True, False), "sample / sample": (True, True)}
 
 
+class Episode(NamedTuple):
+    """What one evaluation episode gives."""
+
+    total: float  # return
+    ending: str  # "cart", "pole", "time" (CartPole) or "end"
+    entropy: float  # mean actor entropy over the visited states
+
+
+#: CartPole-v1's termination bounds on the cart position and the pole angle (radians)
+_CART_LIMIT, _POLE_LIMIT = 2.4, 12 * 2 * np.pi / 360
+
+
+def ending(obs: np.ndarray, terminated: bool, env_id: str) -> str:
+    """How an episode ended; the cause of a CartPole termination read off its last observation."""
+    if not terminated:
+        return "time"
+    if env_id.startswith("CartPole"):
+        return "cart" if abs(obs[0]) > _CART_LIMIT else "pole" if abs(obs[2]) > _POLE_LIMIT else "end"
+    return "end"
+
+
 @torch.inference_mode()
-def episode_return(model: Dreamer, env: gym.Env, posterior_sample: bool, actor_sample: bool) -> float:
+def play_episode(model: Dreamer, env: gym.Env, posterior_sample: bool, actor_sample: bool) -> Episode:
     """One episode with the posterior and the actor each sampled or at their mode."""
     policy = model.policy
     rssm, actor = policy.world_model.rssm, policy.actor_critic.actor
@@ -32,19 +61,20 @@ def episode_return(model: Dreamer, env: gym.Env, posterior_sample: bool, actor_s
     prev_action = torch.zeros(1, policy.action_spec.encoding_size, device=policy.device)
     is_first = torch.ones(1, device=policy.device)
     obs, _ = env.reset()
-    total, done = 0.0, False
+    total, done, entropies = 0.0, False, []
     while not done:
         obs_tensor, _ = policy.obs_to_tensor(obs)
         embed = policy.world_model.encoder(obs_tensor[None])[0]  # (1, E)
         state = rssm.obs_step(state, prev_action, embed, is_first, sample=posterior_sample)
         params = actor(state.features())
+        entropies.append(float(actor.entropy(params)[0]))
         prev_action = actor.sample(params) if actor_sample else actor.mode(params)
         env_action, _ = policy.decode_actions(prev_action)
         obs, reward, terminated, truncated, _ = env.step(env_action[0])
         total += float(reward)
         done = terminated or truncated
         is_first = torch.zeros(1, device=policy.device)
-    return total
+    return Episode(total, ending(obs, terminated, env.spec.id), float(np.mean(entropies)))
 
 
 def main() -> None:
@@ -55,6 +85,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-size", default=None, help="override the packaged model size (e.g. tiny)")
+    parser.add_argument("--dreamer-kwargs", type=json.loads, default={}, help="JSON overrides of the packaged entry")
     args = parser.parse_args()
     torch.set_num_threads(1)
     kwargs = load_hyperparams(args.env)
@@ -62,20 +93,27 @@ def main() -> None:
     policy_name = kwargs.pop("policy", "MlpPolicy")
     if args.model_size:
         kwargs["model_size"] = args.model_size
+    kwargs = with_overrides(kwargs, args.dreamer_kwargs)
     model = Dreamer(policy_name, args.env, seed=args.seed, **kwargs)
     eval_env = gym.make(args.env)
     eval_env.reset(seed=1000 + args.seed)
-    print("| steps | " + " | ".join(MODES) + " |")
-    print("|---" * (len(MODES) + 1) + "|")
+    print("| steps | " + " | ".join(MODES) + " | endings (mode / mode) | entropy | return scale |")
+    print("|---" * (len(MODES) + 4) + "|")
 
     class EvaluateEvery(BaseCallback):
         def _on_step(self) -> bool:
             if self.num_timesteps % args.eval_freq == 0:
-                means = [
-                    np.mean([episode_return(model, eval_env, *flags) for _ in range(args.episodes)])
-                    for flags in MODES.values()
-                ]
-                print(f"| {self.num_timesteps} | " + " | ".join(f"{mean:.0f}" for mean in means) + " |", flush=True)
+                episodes = {
+                    name: [play_episode(model, eval_env, *flags) for _ in range(args.episodes)]
+                    for name, flags in MODES.items()
+                }
+                means = " | ".join(f"{np.mean([e.total for e in runs]):.0f}" for runs in episodes.values())
+                deterministic = episodes["mode / mode"]
+                endings = Counter(e.ending for e in deterministic)
+                entropy = np.mean([e.entropy for e in deterministic])
+                counts = ", ".join(f"{name} {count}" for name, count in sorted(endings.items()))
+                scale = float(model.policy.actor_critic.return_normalizer.scale())
+                print(f"| {self.num_timesteps} | {means} | {counts} | {entropy:.3f} | {scale:.2f} |", flush=True)
             return True
 
     model.learn(args.steps, callback=EvaluateEvery())

@@ -1,0 +1,176 @@
+"""Diagnostic of one Dreamer update: how far the critic lags behind its λ-return targets, how fast
+it catches up, and how much of the actor's gradient is noise or bf16 rounding.
+
+Trains the packaged Dreamer entry of ``--env`` (with ``--dreamer-kwargs`` overrides, as in
+``benchmark_sb3.py``) for ``--steps`` env steps (or loads ``--load``, a
+model saved with its replay buffer by an earlier run of this script), then on a fixed replay batch
+prints the critic's mean value, the imagined λ-returns it regresses and the imagined survival
+(cumulative product of the predicted continue flags). From that snapshot it runs
+``--updates`` critic-only updates (world model and actor frozen) for every learning rate in
+``--critic-lrs`` and prints the mean value of the batch every 50 updates: a critic far below its
+targets that closes the gap slowly is the bottleneck of a short run.
+
+It also prints cosine similarities of the actor's gradient on the snapshot: bf16 against float32
+on the same batch and random numbers (the rounding), two imagination draws of the same batch
+(sampling noise), and two batches, each averaged over ``--gradient-batches`` batches.
+
+    python examples/diagnose_update.py --env CartPole-v1 --steps 4000 --seed 3 --save /tmp/cartpole4k
+    python examples/diagnose_update.py --load /tmp/cartpole4k --critic-lrs 1e-4 1e-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import numpy as np
+import torch
+
+from sb3_dreamer import Dreamer
+from sb3_dreamer.behavior import imagine
+from sb3_dreamer.buffers import SequenceBatch
+from sb3_dreamer.hyperparams import load_hyperparams, with_overrides
+from sb3_dreamer.precision import autocast
+
+
+@torch.no_grad()
+def snapshot(model: Dreamer, batch: SequenceBatch) -> dict[str, float]:
+    """Critic value of the batch's posterior states, their imagined λ-return and imagined survival."""
+    policy = model.policy
+    world_model, actor_critic = policy.world_model, policy.actor_critic
+    actions = policy.encode_actions(batch.actions)
+    wm = world_model.loss(batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal)
+    trajectory = imagine(world_model, actor_critic.actor, wm.posterior, actor_critic.config.horizon, grad=False)
+    survival = torch.cumprod(world_model.continuation(trajectory.features[1:]), 0)  # (H, N)
+    normalizer = copy.deepcopy(actor_critic.return_normalizer.state_dict())
+    output = actor_critic.actor_loss(world_model, wm.posterior, wm.start_continue)  # imagines anew
+    actor_critic.return_normalizer.load_state_dict(normalizer)  # a diagnostic must not move the EMA
+    posterior = wm.posterior
+    return {
+        "value": float(actor_critic.value(posterior.features()).mean()),
+        "return": float(output.returns[0].mean()),
+        "survival": float(survival[-1].mean()),
+    }
+
+
+def actor_gradient(model: Dreamer, batch: SequenceBatch, dtype: torch.dtype, imagination_seed: int) -> torch.Tensor:
+    """The actor's flattened loss gradient on ``batch``, matmuls in ``dtype``, with the posterior
+    samples fixed and the imagination drawn from ``imagination_seed``; the return statistics are
+    left as they were."""
+    policy = model.policy
+    actor_critic = policy.actor_critic
+    actions = policy.encode_actions(batch.actions)
+    torch.manual_seed(0)
+    with torch.no_grad(), autocast(policy.device, dtype):
+        wm = policy.world_model.loss(batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal)
+    normalizer = copy.deepcopy(actor_critic.return_normalizer.state_dict())
+    torch.manual_seed(imagination_seed)
+    with autocast(policy.device, dtype):
+        loss = actor_critic.actor_loss(policy.world_model, wm.posterior, wm.start_continue).loss
+    actor_critic.return_normalizer.load_state_dict(normalizer)
+    gradients = torch.autograd.grad(loss, list(actor_critic.actor.parameters()))
+    return torch.cat([gradient.flatten() for gradient in gradients])
+
+
+def gradient_agreement(model: Dreamer, batches: int) -> dict[str, tuple[float, float]]:
+    """Cosine similarities of actor gradients, mean and std over ``batches`` replay batches:
+    bf16 vs float32 (same batch and random numbers), two imagination draws of one batch, and that
+    batch against the next one (float32)."""
+    samples: dict[str, list[float]] = {"bf16 vs fp32": [], "two imagination draws": [], "two batches": []}
+    batch = model.replay_buffer.sample(model.batch_size)
+    for _ in range(batches):
+        other_batch = model.replay_buffer.sample(model.batch_size)
+        reference = actor_gradient(model, batch, torch.float32, 1)
+        others = {
+            "bf16 vs fp32": actor_gradient(model, batch, torch.bfloat16, 1),
+            "two imagination draws": actor_gradient(model, batch, torch.float32, 2),
+            "two batches": actor_gradient(model, other_batch, torch.float32, 1),
+        }
+        for name, other in others.items():
+            samples[name].append(float(torch.nn.functional.cosine_similarity(reference, other, dim=0)))
+        batch = other_batch
+    return {name: (float(np.mean(values)), float(np.std(values))) for name, values in samples.items()}
+
+
+def critic_updates(model: Dreamer, lr: float, updates: int, probe: SequenceBatch) -> list[tuple[int, float]]:
+    """``updates`` critic-only Dreamer updates at learning rate ``lr`` on a copy of ``model``'s
+    actor-critic; returns ``(updates, mean value of the probe batch)`` every 50 updates."""
+    policy = model.policy
+    original = policy.actor_critic
+    actor_critic = copy.deepcopy(original)
+    optimizer = torch.optim.Adam(actor_critic.critic.parameters(), lr=lr, eps=actor_critic.config.actor_critic_eps)
+    policy.actor_critic = actor_critic
+    curve = []
+    try:
+        for update in range(1, updates + 1):
+            batch = model.replay_buffer.sample(model.batch_size)
+            actions = policy.encode_actions(batch.actions)
+            with torch.no_grad(), autocast(policy.device, policy.compute_dtype):
+                wm = policy.world_model.loss(batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal)
+            with autocast(policy.device, policy.compute_dtype):
+                output = actor_critic.actor_loss(policy.world_model, wm.posterior, wm.start_continue)
+                loss = actor_critic.critic_loss(output)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(actor_critic.critic.parameters(), actor_critic.config.actor_critic_grad_clip)
+            optimizer.step()
+            actor_critic.update_slow_critic()
+            if update % 50 == 0:
+                curve.append((update, snapshot(model, probe)["value"]))
+    finally:
+        policy.actor_critic = original
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-size", default=None, help="override the packaged model size (e.g. tiny)")
+    parser.add_argument("--dreamer-kwargs", type=json.loads, default={}, help="JSON overrides of the packaged entry")
+    parser.add_argument("--save", default=None, help="save the trained model and its replay buffer here")
+    parser.add_argument("--load", default=None, help="skip training: load a model saved with --save")
+    parser.add_argument("--critic-lrs", type=float, nargs="+", default=[1e-4, 1e-3])
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--gradient-batches", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.load:
+        model = Dreamer.load(args.load)
+        model.load_replay_buffer(args.load + "_buffer")
+    else:
+        kwargs = with_overrides(load_hyperparams(args.env), args.dreamer_kwargs)
+        kwargs.pop("n_timesteps", None)
+        policy_name = kwargs.pop("policy", "MlpPolicy")
+        if args.model_size:
+            kwargs["model_size"] = args.model_size
+        model = Dreamer(policy_name, args.env, seed=args.seed, **kwargs)
+        model.learn(args.steps)
+        if args.save:
+            model.save(args.save)
+            model.save_replay_buffer(args.save + "_buffer")
+    model.policy.set_training_mode(True)
+    torch.manual_seed(args.seed)
+    probe = model.replay_buffer.sample(model.batch_size)
+    stats = snapshot(model, probe)
+    horizon = model.policy.config.horizon
+    print(
+        f"critic value {stats['value']:.1f}, imagined λ-return {stats['return']:.1f}, "
+        f"imagined survival over {horizon} steps {stats['survival']:.3f}"
+    )
+    agreement = gradient_agreement(model, args.gradient_batches)
+    print(
+        f"actor gradient cosine over {args.gradient_batches} batches: "
+        + ", ".join(f"{name} {mean:.2f} ± {std:.2f}" for name, (mean, std) in agreement.items())
+    )
+    config = model.policy.actor_critic.config
+    print(f"critic-only updates (γ {config.gamma}, slow-critic regulariser {config.slow_reg_scale}), mean value:")
+    for lr in args.critic_lrs:
+        curve = critic_updates(model, lr, args.updates, probe)
+        print(f"critic lr {lr:g}: " + ", ".join(f"{update}: {value:.1f}" for update, value in curve), flush=True)
+
+
+if __name__ == "__main__":
+    main()
