@@ -10,6 +10,11 @@ prints the critic's mean value, the imagined λ-returns it regresses and the ima
 ``--critic-lrs`` and prints the mean value of the batch every 50 updates: a critic far below its
 targets that closes the gap slowly is the bottleneck of a short run.
 
+On ``--gradient-batches`` replay batches it checks the inputs of the critic's targets: the
+continue head's probability at the real terminal steps against elsewhere, and (flat vector
+observations) the correlation of the critic's value with each observation component's magnitude;
+on CartPole also the continue head at the terminals where the cart left the track and where the
+pole fell, and the critic's value by cart position.
 It also prints cosine similarities of the actor's gradient on the snapshot: bf16 against float32
 on the same batch and random numbers (the rounding), two imagination draws of the same batch
 (sampling noise), and two batches, each averaged over ``--gradient-batches`` batches.
@@ -23,9 +28,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from eval_modes import ending  # the CartPole ending of an observation (same folder)
 
 from sb3_dreamer import Dreamer
 from sb3_dreamer.behavior import imagine
@@ -52,6 +59,86 @@ def snapshot(model: Dreamer, batch: SequenceBatch) -> dict[str, float]:
         "return": float(output.returns[0].mean()),
         "survival": float(survival[-1].mean()),
     }
+
+
+class ReplayProbe(NamedTuple):
+    """What :func:`replay_probe` measured on the replayed posterior states."""
+
+    continue_prob: np.ndarray  # (N,) the continue head's probability of going on
+    terminal: np.ndarray  # (N,) real terminal flags
+    values: np.ndarray  # (N,) critic values
+    observations: np.ndarray | None  # (N, D) flat vector observations, None for other spaces
+
+    def correlations(self) -> np.ndarray:
+        """Correlation of the value with the magnitude of each observation component, ``(D,)``."""
+        assert self.observations is not None
+        return np.array([np.corrcoef(self.values, np.abs(column))[0, 1] for column in self.observations.T])
+
+
+@torch.no_grad()
+def replay_probe(model: Dreamer, batches: int) -> ReplayProbe:
+    """The continue head's probability of going on, the real terminal flags, the critic's value
+    and (flat vector observations) the observation of every step of ``batches`` replay batches:
+    does the model see the terminations the critic must learn from, and does the value depend on,
+    e.g., CartPole's cart position?"""
+    policy = model.policy
+    world_model, actor_critic = policy.world_model, policy.actor_critic
+    continue_probs, terminals, values, flat_observations = [], [], [], []
+    for _ in range(batches):
+        batch = model.replay_buffer.sample(model.batch_size)
+        actions = policy.encode_actions(batch.actions)
+        wm = world_model.loss(batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal)
+        features = wm.posterior.features()  # (L*B, F), time-major like the batch
+        continue_probs.append(torch.sigmoid(world_model.continue_head(features).squeeze(-1).float()))  # (L*B,)
+        terminals.append(batch.is_terminal.reshape(-1).bool())
+        values.append(actor_critic.value(features).float())
+        observations = batch.observations
+        if isinstance(observations, torch.Tensor) and observations.dim() == 3:  # (L, B, D)
+            flat_observations.append(observations.reshape(-1, observations.shape[-1]).float())
+    return ReplayProbe(
+        torch.cat(continue_probs).numpy(),
+        torch.cat(terminals).numpy(),
+        torch.cat(values).numpy(),
+        torch.cat(flat_observations).numpy() if flat_observations else None,
+    )
+
+
+def report_replay_probe(probe: ReplayProbe, env_id: str, batches: int) -> None:
+    """Print the continue head at real terminals (per CartPole ending), the value's correlations
+    with the observation components, and CartPole's value by cart position."""
+    terminal = probe.terminal
+    at_terminals = probe.continue_prob[terminal].mean() if terminal.any() else float("nan")
+    print(
+        f"continue head over {batches} batches: p(continue) {at_terminals:.3f} at the {terminal.sum()} "
+        f"real terminal steps, {probe.continue_prob[~terminal].mean():.3f} elsewhere"
+    )
+    if probe.observations is None:
+        return
+    print(
+        "correlation of the critic value with |observation[i]|: "
+        + ", ".join(f"[{index}] {value:+.2f}" for index, value in enumerate(probe.correlations()))
+    )
+    if not env_id.startswith("CartPole"):
+        return
+    endings = np.array([ending(obs, True, env_id) for obs in probe.observations[terminal]])
+    print(
+        "p(continue) at CartPole terminals by ending: "
+        + ", ".join(
+            f"{name} {probe.continue_prob[terminal][endings == name].mean():.3f} (n {np.sum(endings == name)})"
+            for name in ("cart", "pole")
+            if np.any(endings == name)
+        )
+    )
+    cart = np.abs(probe.observations[:, 0])
+    bins = [(low, low + 0.5) for low in (0.0, 0.5, 1.0, 1.5)] + [(2.0, 2.4)]
+    print(
+        "critic value of non-terminal states by |cart position|: "
+        + ", ".join(
+            f"[{low:g}, {high:g}) {probe.values[(cart >= low) & (cart < high) & ~terminal].mean():.1f}"
+            for low, high in bins
+            if np.any((cart >= low) & (cart < high) & ~terminal)
+        )
+    )
 
 
 def actor_gradient(model: Dreamer, batch: SequenceBatch, dtype: torch.dtype, imagination_seed: int) -> torch.Tensor:
@@ -107,7 +194,9 @@ def critic_updates(model: Dreamer, lr: float, updates: int, probe: SequenceBatch
             batch = model.replay_buffer.sample(model.batch_size)
             actions = policy.encode_actions(batch.actions)
             with torch.no_grad(), autocast(policy.device, policy.compute_dtype):
-                wm = policy.world_model.loss(batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal)
+                wm = policy.world_model.loss(
+                    batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal
+                )
             with autocast(policy.device, policy.compute_dtype):
                 output = actor_critic.actor_loss(policy.world_model, wm.posterior, wm.start_continue)
                 loss = actor_critic.critic_loss(output)
@@ -160,6 +249,7 @@ def main() -> None:
         f"critic value {stats['value']:.1f}, imagined λ-return {stats['return']:.1f}, "
         f"imagined survival over {horizon} steps {stats['survival']:.3f}"
     )
+    report_replay_probe(replay_probe(model, args.gradient_batches), args.env, args.gradient_batches)
     agreement = gradient_agreement(model, args.gradient_batches)
     print(
         f"actor gradient cosine over {args.gradient_batches} batches: "

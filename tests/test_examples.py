@@ -147,13 +147,25 @@ def test_eval_modes_reads_the_cartpole_termination_cause():
     assert eval_modes.ending(np.array([0.0]), True, "Pendulum-v1") == "end"
 
 
-def test_diagnose_update_prints_the_critic_gap_gradient_agreement_and_catch_up_curves(tmp_path):
+def test_diagnose_update_prints_the_critic_gap_terminal_probe_gradient_agreement_and_catch_up_curves(tmp_path):
     saved = str(tmp_path / "lag")
     out = run(
         "examples/diagnose_update.py", "--steps", "1100", "--model-size", "tiny", "--updates", "50",
         "--critic-lrs", "1e-3", "--gradient-batches", "2", "--save", saved,
     )  # fmt: skip
     assert "critic value" in out and "imagined λ-return" in out and "imagined survival over 15 steps" in out
+    continue_line = out.split("continue head over 2 batches: p(continue) ")[1].splitlines()[0]
+    at_terminals, elsewhere = continue_line.split(" at the ")[0], continue_line.rsplit(", ", 1)[1]
+    assert 0.0 <= float(elsewhere.split(" ")[0]) <= 1.0 and elsewhere.endswith(" elsewhere")
+    assert at_terminals == "nan" or 0.0 <= float(at_terminals) <= 1.0
+    correlations = out.split("correlation of the critic value with |observation[i]|: ")[1].splitlines()[0]
+    # CartPole's four observation components, each with a correlation in [-1, 1]
+    assert [part.split(" ")[0] for part in correlations.split(", ")] == ["[0]", "[1]", "[2]", "[3]"]
+    assert all(-1.0 <= float(part.split(" ")[1]) <= 1.0 for part in correlations.split(", "))
+    # random CartPole episodes end with the pole down; the value is binned by cart position
+    by_ending = out.split("p(continue) at CartPole terminals by ending: ")[1].splitlines()[0]
+    assert "pole " in by_ending and all(0.0 <= float(part.split(" ")[1]) <= 1.0 for part in by_ending.split(", "))
+    assert out.split("critic value of non-terminal states by |cart position|: ")[1].startswith("[0, 0.5) ")
     cosines = out.split("actor gradient cosine over 2 batches: ")[1].splitlines()[0].split(", ")
     names = [part.rsplit(" ", 3)[0] for part in cosines]
     assert names == ["bf16 vs fp32", "two imagination draws", "two batches"]
