@@ -14,7 +14,7 @@ On ``--gradient-batches`` replay batches it checks the inputs of the critic's ta
 continue head's probability at the real terminal steps against elsewhere, and (flat vector
 observations) the correlation of the critic's value with each observation component's magnitude;
 on CartPole also the continue head at the terminals where the cart left the track and where the
-pole fell, and the critic's value by cart position.
+pole fell, and the critic's value and the decoder's error by cart position.
 It also prints cosine similarities of the actor's gradient on the snapshot: bf16 against float32
 on the same batch and random numbers (the rounding), two imagination draws of the same batch
 (sampling noise), and two batches, each averaged over ``--gradient-batches`` batches.
@@ -37,6 +37,7 @@ from eval_modes import ending  # the CartPole ending of an observation (same fol
 from sb3_dreamer import Dreamer
 from sb3_dreamer.behavior import imagine
 from sb3_dreamer.buffers import SequenceBatch
+from sb3_dreamer.distributions import symexp
 from sb3_dreamer.hyperparams import load_hyperparams, with_overrides
 from sb3_dreamer.precision import autocast
 
@@ -68,6 +69,7 @@ class ReplayProbe(NamedTuple):
     terminal: np.ndarray  # (N,) real terminal flags
     values: np.ndarray  # (N,) critic values
     observations: np.ndarray | None  # (N, D) flat vector observations, None for other spaces
+    decoded: np.ndarray | None  # (N, D) their reconstruction by the decoder
 
     def correlations(self) -> np.ndarray:
         """Correlation of the value with the magnitude of each observation component, ``(D,)``."""
@@ -83,7 +85,8 @@ def replay_probe(model: Dreamer, batches: int) -> ReplayProbe:
     e.g., CartPole's cart position?"""
     policy = model.policy
     world_model, actor_critic = policy.world_model, policy.actor_critic
-    continue_probs, terminals, values, flat_observations = [], [], [], []
+    continue_probs, terminals, values, flat_observations, decoded = [], [], [], [], []
+    decoder = world_model.decoder
     for _ in range(batches):
         batch = model.replay_buffer.sample(model.batch_size)
         actions = policy.encode_actions(batch.actions)
@@ -95,11 +98,14 @@ def replay_probe(model: Dreamer, batches: int) -> ReplayProbe:
         observations = batch.observations
         if isinstance(observations, torch.Tensor) and observations.dim() == 3:  # (L, B, D)
             flat_observations.append(observations.reshape(-1, observations.shape[-1]).float())
+            reconstruction = decoder.mlp(features).float()  # (L*B, D), symlog space unless raw inputs
+            decoded.append(symexp(reconstruction) if decoder.symlog_inputs else reconstruction)
     return ReplayProbe(
         torch.cat(continue_probs).numpy(),
         torch.cat(terminals).numpy(),
         torch.cat(values).numpy(),
         torch.cat(flat_observations).numpy() if flat_observations else None,
+        torch.cat(decoded).numpy() if decoded else None,
     )
 
 
@@ -131,13 +137,19 @@ def report_replay_probe(probe: ReplayProbe, env_id: str, batches: int) -> None:
     )
     cart = np.abs(probe.observations[:, 0])
     bins = [(low, low + 0.5) for low in (0.0, 0.5, 1.0, 1.5)] + [(2.0, 2.4)]
+    in_bin = [((cart >= low) & (cart < high), f"[{low:g}, {high:g})") for low, high in bins]
     print(
         "critic value of non-terminal states by |cart position|: "
         + ", ".join(
-            f"[{low:g}, {high:g}) {probe.values[(cart >= low) & (cart < high) & ~terminal].mean():.1f}"
-            for low, high in bins
-            if np.any((cart >= low) & (cart < high) & ~terminal)
+            f"{name} {probe.values[rows & ~terminal].mean():.1f}" for rows, name in in_bin if any(rows & ~terminal)
         )
+    )
+    assert probe.decoded is not None
+    error = np.abs(probe.decoded[:, 0] - probe.observations[:, 0])  # (N,) cart position reconstruction error
+    off_track = cart >= 2.4
+    print(
+        "decoder's cart-position error by |cart position|: "
+        + ", ".join(f"{name} {error[rows].mean():.3f}" for rows, name in in_bin + [(off_track, ">= 2.4")] if any(rows))
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,9 @@ def test_diagnose_update_prints_the_critic_gap_terminal_probe_gradient_agreement
     by_ending = out.split("p(continue) at CartPole terminals by ending: ")[1].splitlines()[0]
     assert "pole " in by_ending and all(0.0 <= float(part.split(" ")[1]) <= 1.0 for part in by_ending.split(", "))
     assert out.split("critic value of non-terminal states by |cart position|: ")[1].startswith("[0, 0.5) ")
+    errors = out.split("decoder's cart-position error by |cart position|: ")[1].splitlines()[0]
+    assert errors.startswith("[0, 0.5) ")
+    assert all(float(value) >= 0.0 for value in re.findall(r"\) (\S+)", errors))
     cosines = out.split("actor gradient cosine over 2 batches: ")[1].splitlines()[0].split(", ")
     names = [part.rsplit(" ", 3)[0] for part in cosines]
     assert names == ["bf16 vs fp32", "two imagination draws", "two batches"]
