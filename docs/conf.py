@@ -16,7 +16,8 @@ extensions = [
     "sphinx.ext.viewcode",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build"]
+# results/ holds data (CSVs, PNGs, raw tables of example runs), not pages
+exclude_patterns = ["_build", "results/*.md"]
 # Headings of the markdown pages become link targets (``page.md#heading``).
 myst_heading_anchors = 3
 
