@@ -111,7 +111,7 @@ def replay_probe(model: Dreamer, batches: int) -> ReplayProbe:
 
 def report_replay_probe(probe: ReplayProbe, env_id: str, batches: int) -> None:
     """Print the continue head at real terminals (per CartPole ending), the value's correlations
-    with the observation components, and CartPole's value by cart position."""
+    with the observation components, and CartPole's value and reconstruction error by cart position."""
     terminal = probe.terminal
     at_terminals = probe.continue_prob[terminal].mean() if terminal.any() else float("nan")
     print(
