@@ -13,8 +13,10 @@ targets that closes the gap slowly is the bottleneck of a short run.
 On ``--gradient-batches`` replay batches it checks the inputs of the critic's targets: the
 continue head's probability at the real terminal steps against elsewhere, and (flat vector
 observations) the correlation of the critic's value with each observation component's magnitude;
-on CartPole also the continue head at the terminals where the cart left the track and where the
-pole fell, and the critic's value and the decoder's error by cart position.
+the KL between posterior and prior per replayed step against the free-bits floor (how much the
+latent takes from each observation); on CartPole also the continue head at the terminals where the
+cart left the track and where the pole fell, and by cart position the share of the replayed states,
+the critic's value and the decoder's error and outward bias.
 It also prints cosine similarities of the actor's gradient on the snapshot: bf16 against float32
 on the same batch and random numbers (the rounding), two imagination draws of the same batch
 (sampling noise), and two batches, each averaged over ``--gradient-batches`` batches.
@@ -70,6 +72,7 @@ class ReplayProbe(NamedTuple):
     values: np.ndarray  # (N,) critic values
     observations: np.ndarray | None  # (N, D) flat vector observations, None for other spaces
     decoded: np.ndarray | None  # (N, D) their reconstruction by the decoder
+    kl: np.ndarray  # (N,) KL(posterior || prior) of each replayed step
 
     def correlations(self) -> np.ndarray:
         """Correlation of the value with the magnitude of each observation component, ``(D,)``."""
@@ -85,13 +88,14 @@ def replay_probe(model: Dreamer, batches: int) -> ReplayProbe:
     e.g., CartPole's cart position?"""
     policy = model.policy
     world_model, actor_critic = policy.world_model, policy.actor_critic
-    continue_probs, terminals, values, flat_observations, decoded = [], [], [], [], []
-    decoder = world_model.decoder
+    continue_probs, terminals, values, flat_observations, decoded, kls = [], [], [], [], [], []
+    decoder, rssm = world_model.decoder, world_model.rssm
     for _ in range(batches):
         batch = model.replay_buffer.sample(model.batch_size)
         actions = policy.encode_actions(batch.actions)
-        wm = world_model.loss(batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal)
-        features = wm.posterior.features()  # (L*B, F), time-major like the batch
+        observed = rssm.observe(world_model.encoder(batch.observations), actions, batch.is_first)
+        features = torch.cat([observed.deter, observed.stoch], dim=-1).flatten(0, 1)  # (L*B, F), time-major
+        kls.append(rssm.latent.kl(observed.post_stats, rssm.prior_stats(observed.deter)).reshape(-1).float())
         continue_probs.append(torch.sigmoid(world_model.continue_head(features).squeeze(-1).float()))  # (L*B,)
         terminals.append(batch.is_terminal.reshape(-1).bool())
         values.append(actor_critic.value(features).float())
@@ -106,17 +110,23 @@ def replay_probe(model: Dreamer, batches: int) -> ReplayProbe:
         torch.cat(values).numpy(),
         torch.cat(flat_observations).numpy() if flat_observations else None,
         torch.cat(decoded).numpy() if decoded else None,
+        torch.cat(kls).numpy(),
     )
 
 
-def report_replay_probe(probe: ReplayProbe, env_id: str, batches: int) -> None:
-    """Print the continue head at real terminals (per CartPole ending), the value's correlations
-    with the observation components, and CartPole's value and reconstruction error by cart position."""
+def report_replay_probe(probe: ReplayProbe, env_id: str, batches: int, free_bits: float) -> None:
+    """Print the continue head at real terminals (per CartPole ending), the KL per replayed step
+    against the free-bits floor, the value's correlations with the observation components, and on
+    CartPole the replay's share, the critic's value and the decoder's error and bias by cart position."""
     terminal = probe.terminal
     at_terminals = probe.continue_prob[terminal].mean() if terminal.any() else float("nan")
     print(
         f"continue head over {batches} batches: p(continue) {at_terminals:.3f} at the {terminal.sum()} "
         f"real terminal steps, {probe.continue_prob[~terminal].mean():.3f} elsewhere"
+    )
+    print(
+        f"KL(posterior || prior) per replayed step: mean {probe.kl.mean():.3f}, median {np.median(probe.kl):.3f}, "
+        f"below the free-bits floor {free_bits:g} at {np.mean(probe.kl < free_bits):.0%} of the steps"
     )
     if probe.observations is None:
         return
@@ -145,11 +155,17 @@ def report_replay_probe(probe: ReplayProbe, env_id: str, batches: int) -> None:
         )
     )
     assert probe.decoded is not None
-    error = np.abs(probe.decoded[:, 0] - probe.observations[:, 0])  # (N,) cart position reconstruction error
-    off_track = cart >= 2.4
+    signed_error = probe.decoded[:, 0] - probe.observations[:, 0]  # (N,) cart position reconstruction error
+    outward_error = signed_error * np.sign(probe.observations[:, 0])  # (N,) > 0: placed farther out than it is
+    all_bins = in_bin + [(cart >= 2.4, ">= 2.4")]
+    print("replayed states by |cart position|: " + ", ".join(f"{name} {rows.mean():.1%}" for rows, name in all_bins))
     print(
         "decoder's cart-position error by |cart position|: "
-        + ", ".join(f"{name} {error[rows].mean():.3f}" for rows, name in in_bin + [(off_track, ">= 2.4")] if any(rows))
+        + ", ".join(f"{name} {np.abs(signed_error[rows]).mean():.3f}" for rows, name in all_bins if any(rows))
+    )
+    print(
+        "decoder's outward cart-position bias by |cart position|: "
+        + ", ".join(f"{name} {outward_error[rows].mean():+.3f}" for rows, name in all_bins if any(rows))
     )
 
 
@@ -261,7 +277,8 @@ def main() -> None:
         f"critic value {stats['value']:.1f}, imagined λ-return {stats['return']:.1f}, "
         f"imagined survival over {horizon} steps {stats['survival']:.3f}"
     )
-    report_replay_probe(replay_probe(model, args.gradient_batches), args.env, args.gradient_batches)
+    free_bits = model.policy.world_model.config.free_bits
+    report_replay_probe(replay_probe(model, args.gradient_batches), args.env, args.gradient_batches, free_bits)
     agreement = gradient_agreement(model, args.gradient_batches)
     print(
         f"actor gradient cosine over {args.gradient_batches} batches: "

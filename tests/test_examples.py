@@ -159,6 +159,10 @@ def test_diagnose_update_prints_the_critic_gap_terminal_probe_gradient_agreement
     at_terminals, elsewhere = continue_line.split(" at the ")[0], continue_line.rsplit(", ", 1)[1]
     assert 0.0 <= float(elsewhere.split(" ")[0]) <= 1.0 and elsewhere.endswith(" elsewhere")
     assert at_terminals == "nan" or 0.0 <= float(at_terminals) <= 1.0
+    kl_line = out.split("KL(posterior || prior) per replayed step: mean ")[1].splitlines()[0]
+    kl_mean, kl_median = float(kl_line.split(",")[0]), float(kl_line.split("median ")[1].split(",")[0])
+    below = float(kl_line.split("below the free-bits floor 1 at ")[1].split("%")[0])
+    assert kl_mean >= 0.0 and kl_median >= 0.0 and 0.0 <= below <= 100.0
     correlations = out.split("correlation of the critic value with |observation[i]|: ")[1].splitlines()[0]
     # CartPole's four observation components, each with a correlation in [-1, 1]
     assert [part.split(" ")[0] for part in correlations.split(", ")] == ["[0]", "[1]", "[2]", "[3]"]
@@ -170,6 +174,11 @@ def test_diagnose_update_prints_the_critic_gap_terminal_probe_gradient_agreement
     errors = out.split("decoder's cart-position error by |cart position|: ")[1].splitlines()[0]
     assert errors.startswith("[0, 0.5) ")
     assert all(float(value) >= 0.0 for value in re.findall(r"\) (\S+)", errors))
+    # the shares of the replayed states over the position bins (a partition) add up to 100%
+    shares = out.split("replayed states by |cart position|: ")[1].splitlines()[0]
+    assert abs(sum(float(value) for value in re.findall(r" (\S+)%", shares)) - 100.0) < 0.5
+    bias = out.split("decoder's outward cart-position bias by |cart position|: ")[1].splitlines()[0]
+    assert bias.startswith("[0, 0.5) ") and all(abs(float(v)) <= 5.0 for v in re.findall(r"\) (\S+)", bias))
     cosines = out.split("actor gradient cosine over 2 batches: ")[1].splitlines()[0].split(", ")
     names = [part.rsplit(" ", 3)[0] for part in cosines]
     assert names == ["bf16 vs fp32", "two imagination draws", "two batches"]
