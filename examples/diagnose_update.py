@@ -34,13 +34,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from eval_modes import ending  # the CartPole ending of an observation (same folder)
+from eval_modes import ending, packaged_model  # same folder
 
 from sb3_dreamer import Dreamer
 from sb3_dreamer.behavior import imagine
 from sb3_dreamer.buffers import SequenceBatch
 from sb3_dreamer.distributions import symexp
-from sb3_dreamer.hyperparams import load_hyperparams, with_overrides
 from sb3_dreamer.precision import autocast
 
 
@@ -258,12 +257,7 @@ def main() -> None:
         model = Dreamer.load(args.load)
         model.load_replay_buffer(args.load + "_buffer")
     else:
-        kwargs = with_overrides(load_hyperparams(args.env), args.dreamer_kwargs)
-        kwargs.pop("n_timesteps", None)
-        policy_name = kwargs.pop("policy", "MlpPolicy")
-        if args.model_size:
-            kwargs["model_size"] = args.model_size
-        model = Dreamer(policy_name, args.env, seed=args.seed, **kwargs)
+        model = packaged_model(args.env, args.seed, args.model_size, args.dreamer_kwargs)
         model.learn(args.steps)
         if args.save:
             model.save(args.save)

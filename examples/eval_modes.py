@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -77,6 +77,17 @@ def play_episode(model: Dreamer, env: gym.Env, posterior_sample: bool, actor_sam
     return Episode(total, ending(obs, terminated, env.spec.id), float(np.mean(entropies)))
 
 
+def packaged_model(env_id: str, seed: int, model_size: str | None, overrides: dict[str, Any]) -> Dreamer:
+    """A new Dreamer with the packaged entry of ``env_id``, updated by ``overrides`` (the JSON of
+    ``--dreamer-kwargs``) and then by ``model_size`` where given."""
+    kwargs = with_overrides(load_hyperparams(env_id), overrides)
+    kwargs.pop("n_timesteps", None)
+    policy_name = kwargs.pop("policy", "MlpPolicy")
+    if model_size:
+        kwargs["model_size"] = model_size
+    return Dreamer(policy_name, env_id, seed=seed, **kwargs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="CartPole-v1")
@@ -88,13 +99,7 @@ def main() -> None:
     parser.add_argument("--dreamer-kwargs", type=json.loads, default={}, help="JSON overrides of the packaged entry")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    kwargs = load_hyperparams(args.env)
-    kwargs.pop("n_timesteps", None)
-    policy_name = kwargs.pop("policy", "MlpPolicy")
-    if args.model_size:
-        kwargs["model_size"] = args.model_size
-    kwargs = with_overrides(kwargs, args.dreamer_kwargs)
-    model = Dreamer(policy_name, args.env, seed=args.seed, **kwargs)
+    model = packaged_model(args.env, args.seed, args.model_size, args.dreamer_kwargs)
     eval_env = gym.make(args.env)
     eval_env.reset(seed=1000 + args.seed)
     print("| steps | " + " | ".join(MODES) + " | endings (mode / mode) | entropy | return scale |")

@@ -45,7 +45,6 @@ def load_hyperparams(env_id: str, path: str | Path | None = None, include_env: b
 def with_overrides(section: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``section`` updated by ``overrides``, whose ``hyperparams`` dict (DreamerConfig fields) is
     merged into the section's own rather than replacing it."""
-    overrides = dict(overrides)
     merged = {**section, **{key: value for key, value in overrides.items() if key != "hyperparams"}}
     merged["hyperparams"] = {**section.get("hyperparams", {}), **overrides.get("hyperparams", {})}
     return merged
