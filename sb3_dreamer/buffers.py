@@ -15,7 +15,9 @@ t + 2  o_2          a_1             r_2     False     True/False
 ``is_terminal`` is only set for a true termination; a time-out (``TimeLimit.truncated``)
 ends the episode without being terminal. Sequences are sampled as fixed-length windows
 of consecutive rows of one stream and may cross episode boundaries (``is_first`` marks
-where a new episode starts).
+where a new episode starts). By default every valid window is equally likely; with
+``terminal_fraction > 0`` that share of each batch is drawn from the windows that end at a
+terminal row, so that rare failures (and the states that lead to them) are replayed more often.
 """
 
 from __future__ import annotations
@@ -126,12 +128,17 @@ class SequenceReplayBuffer(ReplayBuffer):
         Length ``L`` of the sampled sequences.
     seed : int or None, default None
         Seed of the buffer's own random generator ``self.rng``.
+    terminal_fraction : float, default 0.0
+        Share of each sampled batch drawn uniformly from the windows whose last row is
+        terminal (rounded to whole sequences); the rest is drawn uniformly from all windows.
+        While no such window exists, the whole batch is uniform. 0 samples uniformly, as
+        the papers do.
 
     Raises
     ------
     ValueError
-        On a non-positive size, ``sequence_length`` longer than a stream, or
-        ``optimize_memory_usage=True``.
+        On a non-positive size, ``sequence_length`` longer than a stream,
+        ``optimize_memory_usage=True`` or ``terminal_fraction`` outside ``[0, 1]``.
     TypeError
         On an unsupported observation space.
     """
@@ -157,6 +164,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         handle_timeout_termination: bool = True,
         sequence_length: int = 64,
         seed: int | None = None,
+        terminal_fraction: float = 0.0,
     ) -> None:
         subspaces = _box_subspaces(observation_space)
         if buffer_size < 1:
@@ -173,12 +181,15 @@ class SequenceReplayBuffer(ReplayBuffer):
                 "SequenceReplayBuffer does not support optimize_memory_usage=True: "
                 "observations are already stored only once"
             )
+        if not 0.0 <= terminal_fraction <= 1.0:
+            raise ValueError(f"terminal_fraction must be in [0, 1], got {terminal_fraction}")
         # ReplayBuffer.__init__ would allocate next_observations, which this buffer does not need.
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
         self.buffer_size = capacity
         self.optimize_memory_usage = False
         self.handle_timeout_termination = handle_timeout_termination
         self.sequence_length = sequence_length
+        self.terminal_fraction = float(terminal_fraction)
 
         if psutil is not None:
             total_bytes = self.bytes_per_step(observation_space, action_space) * capacity * n_envs
@@ -346,6 +357,9 @@ class SequenceReplayBuffer(ReplayBuffer):
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> SequenceBatch:
         """Sample sequences uniformly over all valid windows of all env streams.
 
+        With ``terminal_fraction > 0``, ``round(terminal_fraction * batch_size)`` of them are
+        instead drawn uniformly from the windows that end at a terminal row (if any).
+
         Parameters
         ----------
         batch_size : int
@@ -369,7 +383,12 @@ class SequenceReplayBuffer(ReplayBuffer):
                 f"sequence_length={self.sequence_length} rows are needed"
             )
         n_windows_total = int(self._n_windows().sum())
+        terminal_windows = self._terminal_window_inds() if self.terminal_fraction > 0 else np.empty(0, np.int64)
+        n_terminal = round(self.terminal_fraction * batch_size) if len(terminal_windows) else 0
         window_inds = self.rng.integers(0, n_windows_total, size=batch_size)  # (B,)
+        if n_terminal:
+            picks = self.rng.integers(0, len(terminal_windows), size=n_terminal)  # (B_term,)
+            window_inds[batch_size - n_terminal :] = terminal_windows[picks]
         return self._get_samples(window_inds, env=env)
 
     def _get_samples(  # type: ignore[override]
@@ -412,6 +431,23 @@ class SequenceReplayBuffer(ReplayBuffer):
             is_first=self.to_torch(self.is_first[rows, cols].astype(np.float32), copy=False),
             is_terminal=self.to_torch(self.is_terminal[rows, cols].astype(np.float32), copy=False),
         )
+
+    def _terminal_window_inds(self) -> np.ndarray:
+        """Indices (numbered as in :meth:`_get_samples`) of the valid windows ending at a terminal row.
+
+        Returns
+        -------
+        numpy.ndarray
+            Window indices, shape ``(W_term,)``, int64.
+        """
+        rows, envs = np.nonzero(self.is_terminal)  # (K,), (K,) physical positions
+        oldest_rows = np.where(self.filled == self.buffer_size, self.positions, 0)  # (n_envs,)
+        ages = (rows - oldest_rows[envs]) % self.buffer_size  # (K,) rows since the oldest one
+        offsets = ages - (self.sequence_length - 1)  # (K,) start of the window ending there
+        valid = (offsets >= 0) & (ages < self.filled[envs])  # rows past `filled` are stale
+        n_windows = self._n_windows()  # (n_envs,)
+        first_window = np.cumsum(n_windows) - n_windows  # (n_envs,)
+        return (first_window[envs[valid]] + offsets[valid]).astype(np.int64)
 
     def _n_windows(self) -> np.ndarray:
         """Number of valid windows per env stream, shape ``(n_envs,)``."""

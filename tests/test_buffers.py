@@ -195,6 +195,38 @@ def test_sampling_is_uniform_over_windows() -> None:
     np.testing.assert_allclose(counts / len(windows), 1 / 6, rtol=0.1)
 
 
+def test_terminal_fraction_draws_windows_ending_at_terminals() -> None:
+    buffer = make_buffer(buffer_size=40, sequence_length=3, n_envs=2, terminal_fraction=0.25)
+    streams = CounterStreams(n_envs=2)
+    # Env 0 terminates every 4th step, env 1 times out every 4th step (never terminal).
+    for step in range(12):
+        ends = [TERMINATE, TIMEOUT] if step % 4 == 3 else [CONTINUE, CONTINUE]
+        buffer.add(*streams.step(ends))
+    batch = buffer.sample(8000)
+    check_batch_against_log(batch, streams, capacity=20)
+    last_is_terminal = batch.is_terminal[-1].numpy()  # (B,)
+    # The last quarter of the batch ends at a terminal row: env 0's three terminal rows are
+    # counters 4, 9 and 14, so the windows starting at counters 2, 7 and 12, equally often.
+    assert last_is_terminal[6000:].all()
+    starts, counts = np.unique(batch.observations[0, 6000:, 0].numpy(), return_counts=True)
+    np.testing.assert_array_equal(starts, [2, 7, 12])
+    np.testing.assert_allclose(counts / 2000, 1 / 3, rtol=0.1)
+    # The first three quarters are uniform over all 13 + 13 windows, 3 of which end at a terminal.
+    assert last_is_terminal[:6000].mean() == pytest.approx(3 / 26, abs=0.02)
+
+
+def test_terminal_fraction_without_terminals_samples_uniformly() -> None:
+    buffer = make_buffer(buffer_size=20, sequence_length=3, n_envs=2, terminal_fraction=0.5)
+    reference = make_buffer(buffer_size=20, sequence_length=3, n_envs=2)
+    streams = CounterStreams(n_envs=2)
+    for step in range(8):
+        args = streams.step([TIMEOUT, CONTINUE] if step == 3 else [CONTINUE, CONTINUE])
+        buffer.add(*args)
+        reference.add(*args)
+    for expected, actual in zip(reference.sample(16), buffer.sample(16), strict=True):
+        torch.testing.assert_close(actual, expected)
+
+
 def test_windows_never_span_write_head() -> None:
     capacity, n_envs = 9, 3
     buffer = make_buffer(buffer_size=capacity * n_envs, sequence_length=4, n_envs=n_envs)
@@ -298,6 +330,8 @@ def test_sample_tensor_types() -> None:
         (dict(buffer_size=0, sequence_length=1), "buffer_size"),
         (dict(buffer_size=10, sequence_length=1, n_envs=0), "n_envs"),
         (dict(buffer_size=10, sequence_length=0), "sequence_length"),
+        (dict(buffer_size=10, sequence_length=2, terminal_fraction=-0.1), "terminal_fraction"),
+        (dict(buffer_size=10, sequence_length=2, terminal_fraction=1.5), "terminal_fraction"),
     ],
 )
 def test_invalid_arguments(kwargs: dict[str, Any], message: str) -> None:
@@ -360,6 +394,22 @@ def test_reset_empties_buffer() -> None:
     assert buffer._needs_first.all()
     buffer.add(*streams.step([CONTINUE, CONTINUE]))
     np.testing.assert_array_equal(buffer.is_first[:2], [[True, True], [False, False]])
+
+
+def test_terminal_fraction_ignores_terminal_rows_left_from_before_a_reset() -> None:
+    buffer = make_buffer(buffer_size=10, sequence_length=2, terminal_fraction=1.0)
+    streams = CounterStreams(n_envs=1)
+    for _ in range(4):
+        buffer.add(*streams.step([TERMINATE]))
+    buffer.reset()
+    streams = CounterStreams(n_envs=1)
+    buffer.add(*streams.step([CONTINUE]))
+    buffer.add(*streams.step([CONTINUE]))
+    # Rows 3 and 5 still hold stale terminal flags, beyond the 3 rows filled since the reset.
+    assert buffer.is_terminal[3:].any()
+    batch = buffer.sample(32)
+    check_batch_against_log(batch, streams, capacity=10)
+    assert not batch.is_terminal.any()
 
 
 def test_save_load_round_trip_restores_sampler(tmp_path) -> None:
@@ -431,19 +481,31 @@ ends_strategy = st.sampled_from([CONTINUE, CONTINUE, CONTINUE, TERMINATE, TIMEOU
 
 
 @st.composite
-def buffer_scenarios(draw: st.DrawFn) -> tuple[int, int, int, int, list[list[int]]]:
+def buffer_scenarios(draw: st.DrawFn) -> tuple[int, int, int, int, float, list[list[int]]]:
     n_envs = draw(st.integers(1, 3))
     capacity = draw(st.integers(1, 8))
     remainder = draw(st.integers(0, n_envs - 1))
     sequence_length = draw(st.integers(1, capacity))
+    terminal_fraction = draw(st.sampled_from([0.0, 0.5, 1.0]))
     steps = draw(st.lists(st.lists(ends_strategy, min_size=n_envs, max_size=n_envs), min_size=1, max_size=25))
-    return n_envs, capacity, remainder, sequence_length, steps
+    return n_envs, capacity, remainder, sequence_length, terminal_fraction, steps
+
+
+def has_terminal_window(streams: CounterStreams, capacity: int, sequence_length: int) -> bool:
+    """Whether some stored window of ``sequence_length`` rows ends at a terminal row, by the log."""
+    for log in streams.log:
+        oldest_stored = max(len(log) - capacity, 0)
+        if any(row["is_terminal"] and c - sequence_length + 1 >= oldest_stored for c, row in log.items()):
+            return True
+    return False
 
 
 @settings(max_examples=50, deadline=None)
 @given(scenario=buffer_scenarios(), seed=st.integers(0, 2**16))
-def test_samples_match_reference_log(scenario: tuple[int, int, int, int, list[list[int]]], seed: int) -> None:
-    n_envs, capacity, remainder, sequence_length, steps = scenario
+def test_samples_match_reference_log(
+    scenario: tuple[int, int, int, int, float, list[list[int]]], seed: int
+) -> None:
+    n_envs, capacity, remainder, sequence_length, terminal_fraction, steps = scenario
     buffer = SequenceReplayBuffer(
         capacity * n_envs + remainder,
         VEC_SPACE,
@@ -452,6 +514,7 @@ def test_samples_match_reference_log(scenario: tuple[int, int, int, int, list[li
         n_envs=n_envs,
         sequence_length=sequence_length,
         seed=seed,
+        terminal_fraction=terminal_fraction,
     )
     streams = CounterStreams(n_envs=n_envs)
     for ends in steps:
@@ -461,4 +524,8 @@ def test_samples_match_reference_log(scenario: tuple[int, int, int, int, list[li
         assert buffer.size() == np.minimum(rows_written, capacity).sum()
         assert buffer.can_sample() == (rows_written.max() >= sequence_length)
         if buffer.can_sample():
-            check_batch_against_log(buffer.sample(8), streams, capacity)
+            batch = buffer.sample(8)
+            check_batch_against_log(batch, streams, capacity)
+            if has_terminal_window(streams, capacity, sequence_length):
+                n_terminal = round(terminal_fraction * 8)
+                assert batch.is_terminal[-1, 8 - n_terminal :].all()

@@ -141,6 +141,17 @@ def test_save_load_gives_identical_predictions(tmp_path, tiny_kwargs):
     )
 
 
+def test_terminal_fraction_reaches_the_buffer_and_survives_save_load(tmp_path, tiny_kwargs):
+    env = SpaceEnv(spaces.Discrete(2))  # terminates every 20 steps
+    model = Dreamer("MlpPolicy", env, replay_buffer_kwargs={"terminal_fraction": 0.5}, **tiny_kwargs)
+    model.learn(64)
+    assert model.replay_buffer.terminal_fraction == 0.5
+    assert model.replay_buffer.sample(4).is_terminal[-1, 2:].all()
+    model.save(tmp_path / "model")
+    loaded = Dreamer.load(tmp_path / "model", env=env)
+    assert loaded.replay_buffer.terminal_fraction == 0.5
+
+
 def test_episode_start_resets_state(tiny_kwargs):
     model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
     model.learn(64)
