@@ -502,9 +502,7 @@ def has_terminal_window(streams: CounterStreams, capacity: int, sequence_length:
 
 @settings(max_examples=50, deadline=None)
 @given(scenario=buffer_scenarios(), seed=st.integers(0, 2**16))
-def test_samples_match_reference_log(
-    scenario: tuple[int, int, int, int, float, list[list[int]]], seed: int
-) -> None:
+def test_samples_match_reference_log(scenario: tuple[int, int, int, int, float, list[list[int]]], seed: int) -> None:
     n_envs, capacity, remainder, sequence_length, terminal_fraction, steps = scenario
     buffer = SequenceReplayBuffer(
         capacity * n_envs + remainder,
