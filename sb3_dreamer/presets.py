@@ -89,6 +89,9 @@ class DreamerConfig:
         gradients differ, so V1's plain KL is ``1 / 1`` and V2's balancing ``α = 0.8`` at scale
         ``s`` is ``0.8 s / 0.2 s``. ``free_bits``: both terms are clipped below at this many nats,
         per time step (V3) or, with ``free_bits_on_mean``, on their batch mean (V1's free nats).
+        ``decoder_scale``, ``reward_scale``, ``continue_scale``: weights of the reconstruction,
+        reward and continue losses (1 in all three papers; the authors' code exposes them as
+        loss scales).
         ``model_lr``, ``model_eps``, ``model_grad_clip``: Adam and global-norm clipping.
         ``weight_decay``: decoupled weight decay of all three optimisers (V2).
 
@@ -142,6 +145,9 @@ class DreamerConfig:
     kl_rep_scale: float = 0.1
     free_bits: float = 1.0
     free_bits_on_mean: bool = False
+    decoder_scale: float = 1.0
+    reward_scale: float = 1.0
+    continue_scale: float = 1.0
     reward_bins: int = 255
     model_lr: float = 1e-4
     model_eps: float = 1e-8
@@ -232,8 +238,9 @@ class DreamerConfig:
         for name in ("model_lr", "actor_lr", "critic_lr", "model_eps", "actor_critic_eps", "latent_min_std"):
             if getattr(self, name) <= 0.0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        non_negative = ("kl_dyn_scale", "kl_rep_scale", "free_bits", "ent_coef", "slow_reg_scale", "replay_critic_scale")
-        for name in non_negative + ("weight_decay", "explore_noise"):
+        loss_scales = ("kl_dyn_scale", "kl_rep_scale", "decoder_scale", "reward_scale", "continue_scale")
+        others = ("free_bits", "ent_coef", "slow_reg_scale", "replay_critic_scale", "weight_decay", "explore_noise")
+        for name in loss_scales + others:
             if getattr(self, name) < 0.0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
         if not 0.0 < self.actor_min_std <= self.actor_max_std:

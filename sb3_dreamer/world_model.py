@@ -358,11 +358,11 @@ class WorldModel(nn.Module):
             self.continue_head(features).squeeze(-1).float(), continue_target, reduction="none"
         )
         dyn, rep = self.kl_losses(observed.post_stats, prior_stats)
-        total = (
-            (reconstruction + reward_loss + continue_loss).mean()
-            + self.config.kl_dyn_scale * dyn
-            + self.config.kl_rep_scale * rep
-        )
+        cfg = self.config
+        heads_loss = (
+            cfg.decoder_scale * reconstruction + cfg.reward_scale * reward_loss + cfg.continue_scale * continue_loss
+        )  # (T, B)
+        total = heads_loss.mean() + cfg.kl_dyn_scale * dyn + cfg.kl_rep_scale * rep
         posterior = RSSMState(observed.deter.detach().flatten(0, 1), observed.stoch.detach().flatten(0, 1))
         metrics = {
             "world_model_loss": total.detach(),

@@ -109,6 +109,7 @@ def test_unsupported_observation_space_raises(tiny_kwargs):
         (dict(model_size="huge"), "model_size"),
         (dict(precision="fp8"), "precision"),
         (dict(hyperparams={"not_a_field": 1}), "not_a_field"),
+        (dict(hyperparams={"decoder_scale": -1.0}), "decoder_scale"),
     ],
 )
 def test_invalid_hyperparameters_raise(kwargs, match, tiny_kwargs):

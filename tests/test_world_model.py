@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from sb3_dreamer.behavior import ActionSpec, ActorCritic, ReplaySequences, imagine, replay_lambda_returns
@@ -109,6 +111,27 @@ def test_world_model_loss_and_imagination_shapes():
     actor = actor_critic.actor_loss(model, out.posterior, out.start_continue)
     assert actor.returns.shape == (CONFIG.horizon, T * B)
     assert torch.isfinite(actor_critic.critic_loss(actor))
+
+
+def test_loss_scales_weight_the_head_losses():
+    torch.manual_seed(0)
+    T, B = 6, 3
+    actions = torch.nn.functional.one_hot(torch.randint(0, 3, (T, B)), 3).float()
+    is_terminal = torch.zeros(T, B)
+    is_terminal[-1, 0] = 1.0
+    batch = (torch.randn(T, B, 5), actions, torch.randn(T, B), torch.zeros(T, B), is_terminal)
+    plain = make_world_model()
+    scaled = make_world_model(
+        config=dataclasses.replace(CONFIG, decoder_scale=2.0, reward_scale=3.0, continue_scale=0.0)
+    )
+    scaled.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    plain_out = plain.loss(*batch)
+    torch.manual_seed(1)
+    scaled_out = scaled.loss(*batch)
+    metrics = plain_out.metrics
+    expected = plain_out.loss + metrics["reconstruction_loss"] + 2.0 * metrics["reward_loss"] - metrics["continue_loss"]
+    torch.testing.assert_close(scaled_out.loss, expected)
 
 
 def test_replay_critic_loss_regresses_real_sequences_only_when_enabled():
