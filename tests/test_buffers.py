@@ -405,7 +405,7 @@ def test_terminal_fraction_ignores_terminal_rows_left_from_before_a_reset() -> N
     streams = CounterStreams(n_envs=1)
     buffer.add(*streams.step([CONTINUE]))
     buffer.add(*streams.step([CONTINUE]))
-    # Rows 3 and 5 still hold stale terminal flags, beyond the 3 rows filled since the reset.
+    # Rows 3, 5 and 7 still hold stale terminal flags, beyond the 3 rows filled since the reset.
     assert buffer.is_terminal[3:].any()
     batch = buffer.sample(32)
     check_batch_against_log(batch, streams, capacity=10)
