@@ -383,10 +383,10 @@ class SequenceReplayBuffer(ReplayBuffer):
                 f"sequence_length={self.sequence_length} rows are needed"
             )
         n_windows_total = int(self._n_windows().sum())
-        terminal_windows = self._terminal_window_inds() if self.terminal_fraction > 0 else np.empty(0, np.int64)
-        n_terminal = round(self.terminal_fraction * batch_size) if len(terminal_windows) else 0
+        n_terminal = round(self.terminal_fraction * batch_size)
+        terminal_windows = self._terminal_window_inds() if n_terminal else None  # (W_term,)
         window_inds = self.rng.integers(0, n_windows_total, size=batch_size)  # (B,)
-        if n_terminal:
+        if terminal_windows is not None and len(terminal_windows):
             picks = self.rng.integers(0, len(terminal_windows), size=n_terminal)  # (B_term,)
             window_inds[batch_size - n_terminal :] = terminal_windows[picks]
         return self._get_samples(window_inds, env=env)
