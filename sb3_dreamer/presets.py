@@ -264,12 +264,13 @@ V3 = DreamerConfig()
 
 #: DreamerV2 ("Mastering Atari with Discrete World Models", 2021), its DeepMind Control settings:
 #: 32x32 categorical latents without unimix, LayerNorm GRU of 200 units, ELU MLPs of 4 x 400 without
-#: LayerNorm, KL balancing 0.8 at scale 1 without free nats, unit-variance Gaussian image and reward
-#: heads, a Bernoulli continue head, λ-returns from a target critic copied every 100 updates,
-#: dynamics gradients for continuous and Reinforce for discrete actions, entropy 1e-4, Adam with
-#: eps 1e-5, weight decay 1e-6 and clipping 100. For Atari the paper uses ``kl_dyn_scale=0.08,
-#: kl_rep_scale=0.02``, ``ent_coef=1e-3``, ``gamma=0.999``, 600 GRU units and learning rates
-#: 2e-4 / 4e-5 / 1e-4.
+#: LayerNorm, KL balancing 0.8 at scale 1 with 1 free nat on the batch mean (the authors' ``dmc``
+#: config), unit-variance Gaussian image and reward heads, a Bernoulli continue head, λ-returns from
+#: a target critic copied every 100 updates, dynamics gradients for continuous and Reinforce for
+#: discrete actions, entropy 1e-4, Adam with eps 1e-5, weight decay 1e-6 and clipping 100; imagined
+#: continue flags are the continue head's probability (its mean). For Atari
+#: the paper uses ``kl_dyn_scale=0.08, kl_rep_scale=0.02``, ``free_bits=0``, ``continue_scale=5``,
+#: ``ent_coef=1e-3``, ``gamma=0.999``, 600 GRU units and learning rates 2e-4 / 4e-5 / 1e-4.
 V2 = V3.replace(
     version="v2",
     deter_size=200,
@@ -285,8 +286,9 @@ V2 = V3.replace(
     heads="gaussian",
     kl_dyn_scale=0.8,
     kl_rep_scale=0.2,
-    free_bits=0.0,
+    free_bits=1.0,
     free_bits_on_mean=True,
+    continue_estimate="probability",
     model_lr=3e-4,
     model_eps=1e-5,
     model_grad_clip=100.0,
@@ -312,7 +314,8 @@ V2 = V3.replace(
 #: backpropagating λ-returns through the learned dynamics (tanh-Normal, mean ``5 tanh(μ/5)``, no
 #: entropy bonus), exploration noise 0.3, no target critic and no return normalisation, Adam
 #: 6e-4 / 8e-5 / 8e-5 with clipping 100. The continue head (the authors' ``pcont`` option) is kept so
-#: that tasks with terminations work.
+#: that tasks with terminations work, as the authors' code has it: loss scale 10 (``pcont_scale``),
+#: and its probability discounts imagination.
 V1 = V2.replace(
     version="v1",
     stoch_size=30,
@@ -323,6 +326,7 @@ V1 = V2.replace(
     kl_dyn_scale=1.0,
     kl_rep_scale=1.0,
     free_bits=3.0,
+    continue_scale=10.0,
     weight_decay=0.0,
     model_lr=6e-4,
     model_eps=1e-7,

@@ -30,6 +30,10 @@ def test_presets_follow_the_papers():
     assert (v1.model_lr, v1.actor_lr, v1.critic_lr, v1.model_grad_clip) == (6e-4, 8e-5, 8e-5, 100.0)
     assert (v2.latent, v2.stoch_size, v2.classes, v2.gru, v2.unimix) == ("categorical", 32, 32, "layer_norm", 0.0)
     assert v2.kl_dyn_scale / (v2.kl_dyn_scale + v2.kl_rep_scale) == pytest.approx(0.8)
+    assert (v2.free_bits, v2.free_bits_on_mean) == (1.0, True)  # the authors' dmc config: kl.free 1
+    # the authors' code discounts imagination by the continue head's mean; V1's pcont loss scale is 10
+    assert (v1.continue_estimate, v2.continue_estimate, v3.continue_estimate) == ("probability", "probability", "mode")
+    assert (v1.continue_scale, v2.continue_scale) == (10.0, 1.0)
     assert (v2.slow_critic_interval, v2.slow_critic_decay, v2.slow_critic_returns) == (100, 0.0, True)
     assert (v2.actor_grad_discrete, v2.actor_grad_continuous, v2.ent_coef) == ("reinforce", "backprop", 1e-4)
     assert (v2.model_eps, v2.weight_decay) == (1e-5, 1e-6)
@@ -71,6 +75,7 @@ def test_v2_kl_balancing_sends_80_percent_of_the_gradient_to_the_prior():
     post = torch.log_softmax(torch.randn(3, 2, 4, 4) * 3, -1).requires_grad_(True)
     prior = torch.log_softmax(torch.randn(3, 2, 4, 4) * 3, -1).requires_grad_(True)
     dyn, rep = model.kl_losses(post, prior)
+    assert dyn > config.free_bits  # above V2's free nat, so neither term is clipped
     (config.kl_dyn_scale * dyn + config.kl_rep_scale * rep).backward()
     balanced_post, balanced_prior = post.grad.clone(), prior.grad.clone()
     post.grad, prior.grad = None, None
