@@ -98,7 +98,7 @@ class DreamerConfig:
     Behaviour
         ``horizon``: imagination steps; ``gamma`` and ``return_lambda``: λ-return.
         ``continue_estimate``: imagined continue flags from the continue head's ``"mode"``
-        (DreamerV3 2023) or its ``"probability"`` (the authors' 2024 code).
+        (DreamerV3 2023) or its ``"probability"`` (the authors' V1, V2 and 2024 DreamerV3 code).
         ``ent_coef``: actor entropy bonus. ``actor_grad_discrete`` / ``actor_grad_continuous``:
         ``"reinforce"``, ``"backprop"`` (through the learned dynamics) or ``"both"``, which mixes
         them as ``actor_grad_mix * backprop + (1 - actor_grad_mix) * reinforce`` (V2).
@@ -268,8 +268,8 @@ V3 = DreamerConfig()
 #: config), unit-variance Gaussian image and reward heads, a Bernoulli continue head, λ-returns from
 #: a target critic copied every 100 updates, dynamics gradients for continuous and Reinforce for
 #: discrete actions, entropy 1e-4, Adam with eps 1e-5, weight decay 1e-6 and clipping 100; imagined
-#: continue flags are the continue head's probability (its mean). For Atari
-#: the paper uses ``kl_dyn_scale=0.08, kl_rep_scale=0.02``, ``free_bits=0``, ``continue_scale=5``,
+#: continue flags are the continue head's probability (its mean). For Atari the paper uses
+#: ``kl_dyn_scale=0.08, kl_rep_scale=0.02``, ``free_bits=0``, ``continue_scale=5``,
 #: ``ent_coef=1e-3``, ``gamma=0.999``, 600 GRU units and learning rates 2e-4 / 4e-5 / 1e-4.
 V2 = V3.replace(
     version="v2",
