@@ -153,17 +153,17 @@ def file_stem(env_id: str) -> str:
     return env_id.replace("/", "-")
 
 
-def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any]]) -> str:
+def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], int]) -> str:
     """Train one (algo, env, seed) run and write its evaluation CSV; returns the CSV path.
 
     The run is labelled ``algo + tag`` in its CSV name and rows (a tagged Dreamer variant)."""
-    algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs = job
+    algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs, threads = job
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     repeat = ACTION_REPEAT.get(env_id, 1)
     total_steps //= repeat
     eval_freq //= repeat
@@ -283,7 +283,8 @@ def main() -> None:
     parser.add_argument("--dreamer-steps", type=int, default=None, help="Dreamer's budget, if not --steps")
     parser.add_argument("--eval-freq", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the table and plot")
     parser.add_argument("--plot-suffix", default="", help="appended to the PNG's name, e.g. _versions")
@@ -300,7 +301,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         jobs = [
-            (algo, args.env, seed, steps, args.eval_freq, args.eval_episodes, str(out), tags[algo], args.dreamer_kwargs)
+            (
+                algo,
+                args.env,
+                seed,
+                steps,
+                args.eval_freq,
+                args.eval_episodes,
+                str(out),
+                tags[algo],
+                args.dreamer_kwargs,
+                args.threads,
+            )
             for algo in args.algos
             for seed in args.seeds
             for steps in [args.dreamer_steps if algo.startswith("dreamer") and args.dreamer_steps else args.steps]
@@ -309,7 +321,8 @@ def main() -> None:
             for path in pool.imap_unordered(run_one, jobs):
                 print("wrote", path, flush=True)
     print(
-        f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, 1 thread each\n"
+        f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, "
+        f"{args.threads} thread(s) each\n"
     )
     # a tagged variant gets its own plot instead of replacing the task's main one
     plot_suffix = args.plot_suffix or args.tag

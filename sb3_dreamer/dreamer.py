@@ -20,6 +20,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_dreamer.buffers import SequenceReplayBuffer
+from sb3_dreamer.memory import retain_freed_memory
 from sb3_dreamer.policies import (
     SUPPORTED_ACTION_SPACES,
     CnnPolicy,
@@ -70,7 +71,10 @@ class Dreamer(OffPolicyAlgorithm):
     :param version: algorithm version, ``"v1"``, ``"v2"`` or ``"v3"``
     :param hyperparams: overrides of any :class:`~sb3_dreamer.presets.DreamerConfig` field
     :param precision: matmul precision, ``"fp32"``, ``"bf16"`` or ``"auto"`` (bfloat16 autocast
-        only where the device runs it natively; losses and optimizer states stay float32)
+        only where the device runs it natively; losses and optimizer states stay float32). On a
+        CPU device the model also calls :func:`~sb3_dreamer.memory.retain_freed_memory`, which
+        makes glibc keep freed memory in the process (updates then stop page-faulting their
+        buffers in anew; the process's resident memory stays near its peak).
     :param video_log_interval: every this many updates, log an imagination video (real frames,
         reconstruction then open-loop prediction, error) to tensorboard; 0 disables it. Needs image
         observations.
@@ -208,6 +212,8 @@ class Dreamer(OffPolicyAlgorithm):
             self._restore_rng_state(self._rng_state)
             self._rng_state = None
         self.policy.compute_dtype = resolve_precision(self.precision, self.device)
+        if self.device.type == "cpu":
+            retain_freed_memory()
         if self._collection_state is not None and self._collection_state[0].shape[0] != self.n_envs:
             self._collection_state = None
 

@@ -200,8 +200,11 @@ class ConvEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         batch_shape = images.shape[:-3]
-        x = images.reshape(-1, *images.shape[-3:])
-        x = x.float() / 255.0 - 0.5 if images.dtype == torch.uint8 else x.float()
+        # channels-last (NHWC) memory: oneDNN's fast convolution layout, and the layout in which
+        # ChannelLayerNorm normalises contiguous rows
+        x = images.reshape(-1, *images.shape[-3:]).contiguous(memory_format=torch.channels_last).float()
+        if images.dtype == torch.uint8:
+            x = x.mul_(1.0 / 255.0).sub_(0.5)
         return self.net(x).reshape(*batch_shape, -1)
 
 
@@ -214,6 +217,7 @@ class ConvDecoder(nn.Module):
     ) -> None:
         super().__init__()
         channels, height, width = shape
+        self.shape = shape
         self.sizes = conv_stage_sizes(height, width)
         stages = len(self.sizes) - 1
         top_channels = depth * 2 ** (stages - 1)
@@ -234,18 +238,30 @@ class ConvDecoder(nn.Module):
     def predict(self, features: torch.Tensor) -> torch.Tensor:
         """Reconstructed images in ``[0, 1]`` (unclipped): ``(..., F) -> (..., C, H, W)``."""
         batch_shape = features.shape[:-1]
+        return (self.raw_images(features).float() + 0.5).reshape(*batch_shape, *self.shape)
+
+    def raw_images(self, features: torch.Tensor) -> torch.Tensor:
+        """The last transposed convolution's output, channels-last, in the compute dtype and shifted
+        by ``-0.5``: ``(N, F) -> (N, C, H, W)``."""
         x = self.linear(features.reshape(-1, features.shape[-1])).reshape(-1, *self.top)
+        x = x.contiguous(memory_format=torch.channels_last)
         targets = list(reversed(self.sizes[:-1]))
         for index, (deconv, norm) in enumerate(zip(self.deconvs, self.norms)):
             x = deconv(x, output_size=targets[index])
             if index < len(self.deconvs) - 1:
                 x = self.act(norm(x))
-        return (x.float() + 0.5).reshape(*batch_shape, *x.shape[1:])
+        return x
 
     def forward(self, features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         # features (T, B, F), images (T, B, C, H, W) -> loss (T, B)
-        target = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        return ((self.predict(features) - target) ** 2).flatten(-3).sum(-1)
+        # both as contiguous (N, H * W * C) rows: elementwise kernels and the sum's broadcast gradient
+        # stay on their vectorised paths (channels-last 4-d strides are several times slower here)
+        prediction = self.raw_images(features).permute(0, 2, 3, 1).reshape(-1, images.shape[-3:].numel())
+        target = images.reshape(-1, *images.shape[-3:]).permute(0, 2, 3, 1).reshape(prediction.shape)
+        scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
+        # prediction - target in one pass over the pixels, then the +0.5 shift in place
+        error = torch.sub(prediction.float(), target, alpha=scale).add_(0.5)
+        return error.square().sum(-1).reshape(images.shape[:-3])
 
 
 #: Key under which a non-Dict observation is handled by :class:`MultiEncoder` / :class:`MultiDecoder`.
