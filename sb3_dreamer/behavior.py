@@ -21,6 +21,9 @@ from sb3_dreamer.distributions import (
     mode_one_hot,
     sample_one_hot,
     straight_through,
+    truncated_normal_entropy,
+    truncated_normal_log_prob,
+    truncated_normal_sample,
 )
 from sb3_dreamer.networks import MLP, LayerStyle, ScalarHead
 from sb3_dreamer.precision import active_compute_dtype
@@ -53,6 +56,32 @@ class ActionSpec(NamedTuple):
 _TANH_NORMAL_INIT_STD = math.log(math.expm1(5.0))
 
 
+def tanh_normal_mode(mean: torch.Tensor, std: torch.Tensor, iterations: int = 50) -> torch.Tensor:
+    """Mode of ``tanh(u)``, ``u ~ Normal(mean, std)``, per dimension (deterministic).
+
+    The squashed log-density at ``a = tanh(u)`` is ``-(u - mean)^2 / (2 std^2) + 2 log cosh(u)`` up
+    to a constant, stationary where ``u = mean + 2 std^2 tanh(u)``. That fixed point is iterated from
+    both ends, ``mean ± 2 std^2``, which converges to the outer stationary points (one, the global
+    mode, when ``2 std^2 < 1``), and the denser one is kept. DreamerV1's code estimates the same mode
+    as the likeliest of 100 samples; this is that mode without the sampling noise.
+    ``(..., A), (..., A) -> (..., A)`` in ``(-1, 1)``.
+    """
+    spread = 2.0 * std.square()
+    candidates = []
+    for side in (-1.0, 1.0):
+        u = mean + side * spread
+        for _ in range(iterations):
+            u = mean + spread * torch.tanh(u)
+        candidates.append(u)
+    low, high = candidates
+
+    def log_density(u: torch.Tensor) -> torch.Tensor:
+        log_cosh = u.abs() + torch.log1p(torch.exp(-2.0 * u.abs()))
+        return -0.5 * ((u - mean) / std).square() + 2.0 * log_cosh
+
+    return torch.tanh(torch.where(log_density(high) >= log_density(low), high, low))
+
+
 class Actor(nn.Module):
     """Policy network with a plain-tensor distribution.
 
@@ -60,7 +89,8 @@ class Actor(nn.Module):
     (``config.actor_dist``): ``"normal"``, a Gaussian with ``tanh`` mean and std
     ``(max - min) * sigmoid(s + 2) + min`` (V2/V3; the env clips samples to the bounds), or
     ``"tanh_normal"``, ``tanh`` of a Gaussian with mean ``5 tanh(μ / 5)`` and std
-    ``softplus(s + softplus⁻¹(5)) + min`` (V1). ``forward`` returns the raw distribution
+    ``softplus(s + softplus⁻¹(5)) + min`` (V1), or ``"trunc_normal"``, a Gaussian with ``tanh`` mean
+    and std ``2 sigmoid(s / 2) + min`` truncated to ``[-1, 1]`` (V2). ``forward`` returns the raw distribution
     parameters ``(..., P)``; the other methods interpret them.
     """
 
@@ -70,6 +100,7 @@ class Actor(nn.Module):
         self.unimix = config.actor_unimix
         self.min_std, self.max_std = config.actor_min_std, config.actor_max_std
         self.tanh_normal = config.actor_dist == "tanh_normal"
+        self.trunc_normal = config.actor_dist == "trunc_normal"
         self.explore_noise = config.explore_noise
         out = spec.heads * spec.classes if spec.discrete else 2 * spec.dim
         style = LayerStyle.of(config)
@@ -102,6 +133,8 @@ class Actor(nn.Module):
         mean, std = params.float().chunk(2, dim=-1)
         if self.tanh_normal:
             return 5.0 * torch.tanh(mean / 5.0), F.softplus(std + _TANH_NORMAL_INIT_STD) + self.min_std
+        if self.trunc_normal:
+            return torch.tanh(mean), 2.0 * torch.sigmoid(std / 2.0) + self.min_std
         std = (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
         return torch.tanh(mean), std
 
@@ -111,15 +144,19 @@ class Actor(nn.Module):
             probs = self._probs(params)
             return straight_through(sample_one_hot(probs), probs).flatten(-2)
         mean, std = self._mean_std(params)
+        if self.trunc_normal:
+            return truncated_normal_sample(mean, std)
         action = mean + std * torch.randn_like(std)
         return torch.tanh(action) if self.tanh_normal else action
 
     def mode(self, params: torch.Tensor) -> torch.Tensor:
-        """Most likely action (``tanh`` of the mean for ``tanh_normal``): ``(..., P) -> (..., A)``."""
+        """Most likely action: ``(..., P) -> (..., A)``. For ``tanh_normal`` this is the mode of the
+        squashed density (:func:`tanh_normal_mode`), as DreamerV1's code picks it, not ``tanh`` of
+        the mean: with a wide std the squashed density peaks near the bounds."""
         if self.spec.discrete:
             return mode_one_hot(self._probs(params)).flatten(-2)
-        mean = self._mean_std(params)[0]
-        return torch.tanh(mean) if self.tanh_normal else mean
+        mean, std = self._mean_std(params)
+        return tanh_normal_mode(mean, std) if self.tanh_normal else mean
 
     def explore(self, action: torch.Tensor) -> torch.Tensor:
         """Exploration while collecting (``explore_noise``): Gaussian noise on continuous actions,
@@ -140,6 +177,8 @@ class Actor(nn.Module):
             one_hot = action.unflatten(-1, (self.spec.heads, self.spec.classes))
             return (one_hot * self._log_probs(params)).sum((-2, -1))
         mean, std = self._mean_std(params)
+        if self.trunc_normal:
+            return truncated_normal_log_prob(action, mean, std)
         if not self.tanh_normal:
             return gaussian_log_prob(action, mean, std)
         squashed = action.clamp(-1.0 + 1e-6, 1.0 - 1e-6)
@@ -151,7 +190,8 @@ class Actor(nn.Module):
         ``tanh_normal``, whose squashed entropy has no closed form): ``(...)``."""
         if self.spec.discrete:
             return categorical_entropy(self._log_probs(params)).sum(-1)
-        return gaussian_entropy(self._mean_std(params)[1])
+        mean, std = self._mean_std(params)
+        return truncated_normal_entropy(mean, std) if self.trunc_normal else gaussian_entropy(std)
 
 
 def lambda_returns(

@@ -153,6 +153,47 @@ def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
     return (0.5 * torch.log(2.0 * torch.pi * torch.e * std * std)).sum(-1)
 
 
+def _unit_interval_bounds(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Standardised bounds ``α = (-1 - mean) / std``, ``β = (1 - mean) / std`` and the Gaussian mass
+    ``Z = Φ(β) - Φ(α)`` between them."""
+    alpha, beta = (-1.0 - mean) / std, (1.0 - mean) / std
+    return alpha, beta, torch.special.ndtr(beta) - torch.special.ndtr(alpha)
+
+
+def truncated_normal_sample(mean: torch.Tensor, std: torch.Tensor, clip: float = 1e-6) -> torch.Tensor:
+    """Reparameterised sample of Normal(mean, std) truncated to ``[-1, 1]`` (DreamerV2's continuous
+    actor), by the inverse CDF at a uniform draw between the bounds' CDF values; computed in
+    float64 so that the inverse CDF stays finite near the bounds. The sample is kept ``clip`` inside
+    the bounds with a straight-through gradient, as in the authors' code. ``(..., D) -> (..., D)``.
+    """
+    mean64, std64 = mean.double(), std.double()
+    low = torch.special.ndtr((-1.0 - mean64) / std64)
+    high = torch.special.ndtr((1.0 - mean64) / std64)
+    uniform = low + (high - low) * torch.rand_like(mean64)
+    sample = (mean64 + std64 * torch.special.ndtri(uniform)).to(mean.dtype)
+    clipped = sample.detach().clamp(-1.0 + clip, 1.0 - clip)
+    return sample + (clipped - sample).detach()
+
+
+def truncated_normal_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Log-density of Normal(mean, std) truncated to ``[-1, 1]``, summed over the last axis:
+    ``(..., D) -> (...)``."""
+    mass = _unit_interval_bounds(mean, std)[2]
+    return gaussian_log_prob(x, mean, std) - torch.log(mass).sum(-1)
+
+
+def truncated_normal_entropy(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Entropy of Normal(mean, std) truncated to ``[-1, 1]``, summed over the last axis:
+    ``log(sqrt(2 pi e) std Z) + (α φ(α) - β φ(β)) / (2 Z)``; ``(..., D) -> (...)``."""
+    alpha, beta, mass = _unit_interval_bounds(mean, std)
+
+    def density(z: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * z * z) / (2.0 * torch.pi) ** 0.5
+
+    boundary = (alpha * density(alpha) - beta * density(beta)) / (2.0 * mass)
+    return (0.5 * torch.log(2.0 * torch.pi * torch.e * std * std) + torch.log(mass) + boundary).sum(-1)
+
+
 def gaussian_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor, std_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) of diagonal Gaussians, summed over the last axis: ``(..., D) -> (...)``."""
     var_ratio = (std_p / std_q) ** 2

@@ -103,8 +103,10 @@ class DreamerConfig:
         ``"reinforce"``, ``"backprop"`` (through the learned dynamics) or ``"both"``, which mixes
         them as ``actor_grad_mix * backprop + (1 - actor_grad_mix) * reinforce`` (V2).
         ``actor_dist``: ``"normal"`` (tanh mean, std bounded by ``actor_min_std`` /
-        ``actor_max_std``; V2/V3) or ``"tanh_normal"`` (``tanh`` of a Gaussian with mean
-        ``5 tanh(μ / 5)`` and std ``softplus(s + softplus⁻¹(5)) + actor_min_std``; V1).
+        ``actor_max_std``; V3), ``"trunc_normal"`` (tanh mean, std ``2 sigmoid(s / 2) +
+        actor_min_std``, truncated to ``[-1, 1]``; V2) or ``"tanh_normal"`` (``tanh`` of a
+        Gaussian with mean ``5 tanh(μ / 5)`` and std ``softplus(s + softplus⁻¹(5)) +
+        actor_min_std``; V1).
         ``actor_unimix``: uniform mixture of the discrete actor. ``explore_noise``: while
         collecting, Gaussian noise of this std added to continuous actions, or the probability of
         a uniformly random discrete action (V1's 0.3).
@@ -218,7 +220,7 @@ class DreamerConfig:
             "continue_estimate": ("mode", "probability"),
             "actor_grad_discrete": ACTOR_GRADIENTS,
             "actor_grad_continuous": ACTOR_GRADIENTS,
-            "actor_dist": ("normal", "tanh_normal"),
+            "actor_dist": ("normal", "tanh_normal", "trunc_normal"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -267,7 +269,7 @@ V3 = DreamerConfig()
 #: LayerNorm, KL balancing 0.8 at scale 1 with 1 free nat on the batch mean (the authors' ``dmc``
 #: config), unit-variance Gaussian image and reward heads, a Bernoulli continue head, λ-returns from
 #: a target critic copied every 100 updates, dynamics gradients for continuous and Reinforce for
-#: discrete actions, entropy 1e-4, Adam with eps 1e-5, weight decay 1e-6 and clipping 100; imagined
+#: discrete actions (continuous ones from a Normal truncated to [-1, 1]), entropy 1e-4, Adam with eps 1e-5, weight decay 1e-6 and clipping 100; imagined
 #: continue flags are the continue head's probability (its mean). For Atari the paper uses
 #: ``kl_dyn_scale=0.08, kl_rep_scale=0.02``, ``free_bits=0``, ``continue_scale=5``,
 #: ``ent_coef=1e-3``, ``gamma=0.999``, 600 GRU units and learning rates 2e-4 / 4e-5 / 1e-4.
@@ -297,6 +299,7 @@ V2 = V3.replace(
     ent_coef=1e-4,
     actor_grad_continuous="backprop",
     actor_grad_discrete="reinforce",
+    actor_dist="trunc_normal",
     actor_unimix=0.0,
     return_normalization=False,
     backprop_baseline=False,

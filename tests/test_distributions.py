@@ -13,6 +13,9 @@ from sb3_dreamer.distributions import (
     symexp,
     symlog,
     symlog_bins,
+    truncated_normal_entropy,
+    truncated_normal_log_prob,
+    truncated_normal_sample,
     two_hot,
     two_hot_symlog_loss,
     two_hot_symlog_mean,
@@ -152,3 +155,43 @@ def test_replay_lambda_returns_bootstrap_at_the_sequence_end_and_time_outs():
     returns, weights = replay_lambda_returns(rewards, is_first, no_flags, boot, gamma=0.5, lam=1.0)
     torch.testing.assert_close(returns[0, 0], torch.tensor(1 + 0.5 * 5.0))
     assert weights[1, 0] == 0.0 and weights[0, 0] == 1.0
+
+
+def test_truncated_normal_density_entropy_and_samples_agree():
+    mean = torch.tensor([[0.3, -0.9, 0.99]], dtype=torch.float64)
+    std = torch.tensor([[1.1, 0.1, 2.0]], dtype=torch.float64)
+    grid = torch.linspace(-1.0, 1.0, 200_001, dtype=torch.float64)
+    step = grid[1] - grid[0]
+    # log-density per dimension on a fine grid of [-1, 1]: it integrates to one
+    log_density = torch.stack(
+        [truncated_normal_log_prob(grid[:, None], mean[:, d], std[:, d]) for d in range(3)], -1
+    )  # (G, 3)
+    density = log_density.exp()
+    torch.testing.assert_close(torch.trapezoid(density, dx=step, dim=0), torch.ones(3, dtype=torch.float64))
+    # closed-form entropy against -∫ p log p, and the sample mean against ∫ x p
+    entropy = -torch.trapezoid(density * log_density, dx=step, dim=0)
+    closed_form = torch.stack([truncated_normal_entropy(mean[:, d : d + 1], std[:, d : d + 1])[0] for d in range(3)])
+    torch.testing.assert_close(closed_form, entropy, atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    samples = truncated_normal_sample(mean.expand(100_000, 3), std.expand(100_000, 3))
+    assert samples.abs().max() < 1.0
+    expected_mean = torch.trapezoid(grid[:, None] * density, dx=step, dim=0)
+    torch.testing.assert_close(samples.mean(0), expected_mean, atol=0.01, rtol=0)
+
+
+def test_truncated_normal_sample_is_reparameterised():
+    mean = torch.tensor([0.2], dtype=torch.float64, requires_grad=True)
+    std = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(0)
+    sample = truncated_normal_sample(mean.expand(50_000), std.expand(50_000))
+    sample.mean().backward()
+    # d E[x] / d mean by finite differences of the closed-form mean of the truncated normal
+    def truncated_mean(m: float) -> float:
+        alpha, beta = (-1.0 - m) / 0.5, (1.0 - m) / 0.5
+        pdf = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)  # noqa: E731
+        cdf = lambda z: 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))  # noqa: E731
+        return m + 0.5 * (pdf(alpha) - pdf(beta)) / (cdf(beta) - cdf(alpha))
+
+    finite_difference = (truncated_mean(0.2 + 1e-4) - truncated_mean(0.2 - 1e-4)) / 2e-4
+    assert mean.grad.item() == pytest.approx(finite_difference, abs=0.02)
+    assert std.grad is not None and torch.isfinite(std.grad).all()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sb3_dreamer import Dreamer
-from sb3_dreamer.behavior import ActionSpec, ActorCritic
+from sb3_dreamer.behavior import ActionSpec, ActorCritic, tanh_normal_mode
 from sb3_dreamer.networks import ScalarHead
 from sb3_dreamer.presets import PRESETS, make_config
 from sb3_dreamer.world_model import CategoricalLatent, GaussianLatent
@@ -36,6 +36,8 @@ def test_presets_follow_the_papers():
     assert (v1.continue_scale, v2.continue_scale) == (10.0, 1.0)
     assert (v2.slow_critic_interval, v2.slow_critic_decay, v2.slow_critic_returns) == (100, 0.0, True)
     assert (v2.actor_grad_discrete, v2.actor_grad_continuous, v2.ent_coef) == ("reinforce", "backprop", 1e-4)
+    # the authors' dmc actor: a Normal truncated to [-1, 1], std 2 sigmoid(s / 2) + 0.1
+    assert (v2.actor_dist, v2.actor_min_std, v3.actor_dist) == ("trunc_normal", 0.1, "normal")
     assert (v2.model_eps, v2.weight_decay) == (1e-5, 1e-6)
     assert (v3.unimix, v3.free_bits, v3.heads, v3.return_normalization) == (0.01, 1.0, "two_hot", True)
     # sizes can still be chosen per version, and every field overridden
@@ -138,6 +140,25 @@ def test_v1_actor_is_tanh_normal_with_exploration_noise():
     torch.manual_seed(0)
     explored = actor.explore(torch.zeros(1000, 2))
     assert explored.std().item() == pytest.approx(config.explore_noise, rel=0.1)
+
+
+def test_v1_deterministic_action_is_the_mode_of_the_squashed_density():
+    torch.manual_seed(0)
+    mean, std = 3.0 * torch.randn(500, dtype=torch.float64), 5.0 * torch.rand(500, dtype=torch.float64) + 1e-3
+    mode = tanh_normal_mode(mean, std)
+    # the log-density of a = tanh(u) on a fine grid of actions: Normal(atanh(a)) / (1 - a^2)
+    grid = torch.linspace(-1.0 + 1e-7, 1.0 - 1e-7, 400_001, dtype=torch.float64)
+    log_density = -0.5 * ((torch.atanh(grid) - mean[:, None]) / std[:, None]) ** 2 - torch.log1p(-grid.square())
+    assert torch.allclose(mode, grid[log_density.argmax(-1)], atol=1e-4)
+    # a wide std puts the mode near the bound of the mean's side, not at tanh(mean)
+    wide = tanh_normal_mode(torch.tensor([0.3, -0.3]), torch.tensor([5.0, 5.0]))
+    assert wide[0] > 0.99 and wide[1] < -0.99
+    # the actor's deterministic action is that mode, and repeatable
+    config = make_config("v1", "tiny")
+    actor = ActorCritic(config.feature_size, SPEC, config).actor
+    params = actor(torch.randn(10, config.feature_size))
+    torch.testing.assert_close(actor.mode(params), tanh_normal_mode(*actor._mean_std(params)))
+    assert torch.equal(actor.mode(params), actor.mode(params))
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
