@@ -87,10 +87,10 @@ class Actor(nn.Module):
 
     Discrete: one categorical per head with ``unimix`` uniform mixing. Continuous
     (``config.actor_dist``): ``"normal"``, a Gaussian with ``tanh`` mean and std
-    ``(max - min) * sigmoid(s + 2) + min`` (V2/V3; the env clips samples to the bounds), or
-    ``"tanh_normal"``, ``tanh`` of a Gaussian with mean ``5 tanh(μ / 5)`` and std
-    ``softplus(s + softplus⁻¹(5)) + min`` (V1), or ``"trunc_normal"``, a Gaussian with ``tanh`` mean
-    and std ``2 sigmoid(s / 2) + min`` truncated to ``[-1, 1]`` (V2). ``forward`` returns the raw distribution
+    ``(max - min) * sigmoid(s + 2) + min`` (V3; the env clips samples to the bounds),
+    ``"trunc_normal"``, a Gaussian with ``tanh`` mean and std ``2 sigmoid(s / 2) + min`` truncated
+    to ``[-1, 1]`` (V2), or ``"tanh_normal"``, ``tanh`` of a Gaussian with mean ``5 tanh(μ / 5)``
+    and std ``softplus(s + softplus⁻¹(5)) + min`` (V1). ``forward`` returns the raw distribution
     parameters ``(..., P)``; the other methods interpret them.
     """
 
@@ -411,9 +411,11 @@ class ActorCritic(nn.Module):
             objective = dynamics
         else:
             reinforce = self.actor.log_prob(params, trajectory.actions.detach()) * advantages.detach()
-            objective = reinforce if grad == "reinforce" else cfg.actor_grad_mix * dynamics + (
-                1.0 - cfg.actor_grad_mix
-            ) * reinforce
+            objective = (
+                reinforce
+                if grad == "reinforce"
+                else cfg.actor_grad_mix * dynamics + (1.0 - cfg.actor_grad_mix) * reinforce
+            )
         entropy = self.actor.entropy(params)
         loss = (-(objective + cfg.ent_coef * entropy) * weights[:-1]).mean()
         metrics = {
