@@ -56,22 +56,26 @@ class ActionSpec(NamedTuple):
 _TANH_NORMAL_INIT_STD = math.log(math.expm1(5.0))
 
 
-def tanh_normal_mode(mean: torch.Tensor, std: torch.Tensor, iterations: int = 50) -> torch.Tensor:
+def tanh_normal_mode(mean: torch.Tensor, std: torch.Tensor, iterations: int = 30) -> torch.Tensor:
     """Mode of ``tanh(u)``, ``u ~ Normal(mean, std)``, per dimension (deterministic).
 
     The squashed log-density at ``a = tanh(u)`` is ``-(u - mean)^2 / (2 std^2) + 2 log cosh(u)`` up
-    to a constant, stationary where ``u = mean + 2 std^2 tanh(u)``. That fixed point is iterated from
-    both ends, ``mean ± 2 std^2``, which converges to the outer stationary points (one, the global
-    mode, when ``2 std^2 < 1``), and the denser one is kept. DreamerV1's code estimates the same mode
-    as the likeliest of 100 samples; this is that mode without the sampling noise.
+    to a constant, stationary where ``h(u) = mean + 2 std^2 tanh(u) - u`` is zero: one root, or two
+    maxima around a minimum. Starting from both ends, ``mean ± 2 std^2``, each search moves
+    monotonically onto the outer root on its side (a fixed-point step first, then Newton steps on
+    ``h``, which converge even where ``h`` is nearly flat, as at ``2 std^2 ≈ 1``); the denser of the
+    two is the mode. DreamerV1's code estimates the same mode as the likeliest of 100 samples.
     ``(..., A), (..., A) -> (..., A)`` in ``(-1, 1)``.
     """
     spread = 2.0 * std.square()
     candidates = []
     for side in (-1.0, 1.0):
-        u = mean + side * spread
+        u = mean + spread * torch.tanh(mean + side * spread)
         for _ in range(iterations):
-            u = mean + spread * torch.tanh(u)
+            slope = spread * (1.0 - torch.tanh(u).square()) - 1.0  # h'(u)
+            residual = mean + spread * torch.tanh(u) - u  # h(u)
+            newton = u - residual / slope.clamp(max=-1e-6)
+            u = torch.where(slope < -1e-6, newton, u + residual).clamp(mean - spread, mean + spread)
         candidates.append(u)
     low, high = candidates
 

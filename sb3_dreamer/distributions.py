@@ -163,14 +163,19 @@ def _unit_interval_bounds(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.
 def truncated_normal_sample(mean: torch.Tensor, std: torch.Tensor, clip: float = 1e-6) -> torch.Tensor:
     """Reparameterised sample of Normal(mean, std) truncated to ``[-1, 1]`` (DreamerV2's continuous
     actor), by the inverse CDF at a uniform draw between the bounds' CDF values; computed in
-    float64 so that the inverse CDF stays finite near the bounds. The sample is kept ``clip`` inside
-    the bounds with a straight-through gradient, as in the authors' code. ``(..., D) -> (..., D)``.
+    float64 (float32 on MPS) so that the inverse CDF stays finite near the bounds. The sample is
+    kept ``clip`` inside the bounds with a straight-through gradient, as in the authors' code.
+    ``(..., D) -> (..., D)``.
     """
-    mean64, std64 = mean.double(), std.double()
-    low = torch.special.ndtr((-1.0 - mean64) / std64)
-    high = torch.special.ndtr((1.0 - mean64) / std64)
-    uniform = low + (high - low) * torch.rand_like(mean64)
-    sample = (mean64 + std64 * torch.special.ndtri(uniform)).to(mean.dtype)
+    wide = torch.float32 if mean.device.type == "mps" else torch.float64  # MPS has no float64
+    mean_wide, std_wide = mean.to(wide), std.to(wide)
+    low = torch.special.ndtr((-1.0 - mean_wide) / std_wide)
+    high = torch.special.ndtr((1.0 - mean_wide) / std_wide)
+    uniform = low + (high - low) * torch.rand_like(mean_wide)
+    # strictly between the bounds' CDF values, where the inverse CDF is finite
+    tiny = torch.finfo(wide).tiny
+    uniform = torch.minimum(torch.maximum(uniform, low + tiny), high - tiny)
+    sample = (mean_wide + std_wide * torch.special.ndtri(uniform)).to(mean.dtype)
     clipped = sample.detach().clamp(-1.0 + clip, 1.0 - clip)
     return sample + (clipped - sample).detach()
 

@@ -71,10 +71,7 @@ class Dreamer(OffPolicyAlgorithm):
     :param version: algorithm version, ``"v1"``, ``"v2"`` or ``"v3"``
     :param hyperparams: overrides of any :class:`~sb3_dreamer.presets.DreamerConfig` field
     :param precision: matmul precision, ``"fp32"``, ``"bf16"`` or ``"auto"`` (bfloat16 autocast
-        only where the device runs it natively; losses and optimizer states stay float32). On a
-        CPU device the model also calls :func:`~sb3_dreamer.memory.retain_freed_memory`, which
-        makes glibc keep freed memory in the process (updates then stop page-faulting their
-        buffers in anew; the process's resident memory stays near its peak).
+        only where the device runs it natively; losses and optimizer states stay float32).
     :param video_log_interval: every this many updates, log an imagination video (real frames,
         reconstruction then open-loop prediction, error) to tensorboard; 0 disables it. Needs image
         observations.
@@ -87,6 +84,11 @@ class Dreamer(OffPolicyAlgorithm):
     :param seed: seed of torch, numpy, the env and the replay sampler
     :param device: ``"auto"``, ``"cpu"`` or ``"cuda"``
     :param _init_setup_model: build the networks now (``load`` passes ``False``)
+
+    On a CPU device the model calls :func:`~sb3_dreamer.memory.retain_freed_memory`, which makes
+    glibc keep freed memory in the process, so that updates stop page-faulting their buffers in
+    anew; the process's resident memory then stays near its peak. Set the environment variable
+    ``SB3_DREAMER_RETAIN_FREED_MEMORY=0`` to keep glibc's defaults.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {

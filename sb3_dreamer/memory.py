@@ -12,7 +12,7 @@ keep freed memory in the process instead, which cuts them to about 4,500 and the
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import os
 import platform
 
 #: ``mallopt`` parameter numbers from glibc's ``malloc.h``.
@@ -24,6 +24,8 @@ _M_MMAP_MAX = -4
 TRIM_THRESHOLD_BYTES = 1 << 30
 #: Extra memory requested from the OS whenever the heap grows.
 TOP_PAD_BYTES = 64 << 20
+#: Environment variable that turns :func:`retain_freed_memory` off when set to ``0``.
+OPT_OUT_VARIABLE = "SB3_DREAMER_RETAIN_FREED_MEMORY"
 
 _retained = False
 
@@ -32,19 +34,22 @@ def retain_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse instead of unmapping it (process-wide, idempotent).
 
     Large blocks come from the heap rather than from separate ``mmap`` calls, and up to
-    :data:`TRIM_THRESHOLD_BYTES` of free heap stays mapped. The process's resident memory then
-    stays near its peak instead of shrinking between updates. Returns whether the settings are in
-    effect: ``False`` off Linux/glibc (other allocators need no such setting or cannot take it).
+    :data:`TRIM_THRESHOLD_BYTES` of free heap stays mapped, for every allocation of the process
+    from then on (not only Dreamer's): its resident memory stays near its peak instead of shrinking
+    after large objects are freed. ``Dreamer`` calls this on CPU devices; set the environment
+    variable :data:`OPT_OUT_VARIABLE` to ``0`` to keep glibc's defaults.
+
+    :return: whether the settings are in effect; ``False`` when opted out, off Linux/glibc (this
+        only tunes glibc's allocator), or if glibc refused a setting (those before it stay applied)
     """
     global _retained
     if _retained:
         return True
+    if os.environ.get(OPT_OUT_VARIABLE) == "0":
+        return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return False
-    mallopt = ctypes.CDLL(library).mallopt
+    mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES), (_M_TOP_PAD, TOP_PAD_BYTES))
     _retained = all(mallopt(parameter, value) == 1 for parameter, value in settings)

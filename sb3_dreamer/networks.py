@@ -258,6 +258,8 @@ class ConvDecoder(nn.Module):
         # stay on their vectorised paths (channels-last 4-d strides are several times slower here)
         prediction = self.raw_images(features).permute(0, 2, 3, 1).reshape(-1, images.shape[-3:].numel())
         target = images.reshape(-1, *images.shape[-3:]).permute(0, 2, 3, 1).reshape(prediction.shape)
+        if target.is_floating_point():
+            target = target.float()  # a float64 image gives a float32 loss, as uint8 pixels do
         scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
         # prediction - target in one pass over the pixels, then the +0.5 shift in place
         error = torch.sub(prediction.float(), target, alpha=scale).add_(0.5)

@@ -41,7 +41,12 @@ def test_conv_encoder_decoder_round_trip_shapes(shape):
     features = torch.randn(2, 3, 10)
     assert decoder.predict(features).shape == (2, 3, *shape)
     loss = decoder(features, images)
-    assert loss.shape == (2, 3) and torch.isfinite(loss).all()
+    assert loss.shape == (2, 3) and loss.dtype == torch.float32
+    # the loss is the squared error summed over pixels, with uint8 targets scaled to [0, 1]
+    expected = ((decoder.predict(features) - images.float() / 255.0) ** 2).sum((-3, -2, -1))
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-3)
+    float_images = images.double() / 255.0  # float targets are taken as they are, in float32
+    torch.testing.assert_close(decoder(features, float_images), expected, rtol=1e-5, atol=1e-3)
 
 
 def test_too_small_images_raise():

@@ -178,3 +178,26 @@ def test_memory_does_not_grow_once_the_buffer_is_full():
     model.learn(1500, reset_num_timesteps=False)
     growth_mb = (process.memory_info().rss - rss_full) / 2**20
     assert growth_mb < 20, f"resident memory grew by {growth_mb:.1f} MB after the buffer was full"
+
+
+def test_retain_freed_memory_is_idempotent_and_can_be_turned_off():
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    from sb3_dreamer.memory import OPT_OUT_VARIABLE, retain_freed_memory
+
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert retain_freed_memory() is on_glibc
+    assert retain_freed_memory() is on_glibc
+    # a fresh process with the opt-out variable keeps glibc's defaults
+    probe = "from sb3_dreamer.memory import retain_freed_memory; print(retain_freed_memory())"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, OPT_OUT_VARIABLE: "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "False"
