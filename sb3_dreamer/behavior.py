@@ -72,8 +72,9 @@ def tanh_normal_mode(mean: torch.Tensor, std: torch.Tensor, iterations: int = 30
     for side in (-1.0, 1.0):
         u = mean + spread * torch.tanh(mean + side * spread)
         for _ in range(iterations):
-            slope = spread * (1.0 - torch.tanh(u).square()) - 1.0  # h'(u)
-            residual = mean + spread * torch.tanh(u) - u  # h(u)
+            tanh_u = torch.tanh(u)
+            slope = spread * (1.0 - tanh_u.square()) - 1.0  # h'(u)
+            residual = mean + spread * tanh_u - u  # h(u)
             newton = u - residual / slope.clamp(max=-1e-6)
             u = torch.where(slope < -1e-6, newton, u + residual).clamp(mean - spread, mean + spread)
         candidates.append(u)
