@@ -133,8 +133,9 @@ class Actor(nn.Module):
     def _log_probs(self, params: torch.Tensor) -> torch.Tensor:
         return torch.log(self._probs(params).clamp(min=1e-30))
 
-    def _mean_std(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of the Gaussian (before the squashing, for ``tanh_normal``)."""
+    def mean_std(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of a continuous actor's Gaussian (before the squashing, for ``tanh_normal``):
+        ``(..., 2 A) -> ((..., A), (..., A))``."""
         mean, std = params.float().chunk(2, dim=-1)
         if self.tanh_normal:
             return 5.0 * torch.tanh(mean / 5.0), F.softplus(std + _TANH_NORMAL_INIT_STD) + self.min_std
@@ -148,7 +149,7 @@ class Actor(nn.Module):
         if self.spec.discrete:
             probs = self._probs(params)
             return straight_through(sample_one_hot(probs), probs).flatten(-2)
-        mean, std = self._mean_std(params)
+        mean, std = self.mean_std(params)
         if self.trunc_normal:
             return truncated_normal_sample(mean, std)
         action = mean + std * torch.randn_like(std)
@@ -160,7 +161,7 @@ class Actor(nn.Module):
         the mean: with a wide std the squashed density peaks near the bounds."""
         if self.spec.discrete:
             return mode_one_hot(self._probs(params)).flatten(-2)
-        mean, std = self._mean_std(params)
+        mean, std = self.mean_std(params)
         return tanh_normal_mode(mean, std) if self.tanh_normal else mean
 
     def explore(self, action: torch.Tensor) -> torch.Tensor:
@@ -181,7 +182,7 @@ class Actor(nn.Module):
         if self.spec.discrete:
             one_hot = action.unflatten(-1, (self.spec.heads, self.spec.classes))
             return (one_hot * self._log_probs(params)).sum((-2, -1))
-        mean, std = self._mean_std(params)
+        mean, std = self.mean_std(params)
         if self.trunc_normal:
             return truncated_normal_log_prob(action, mean, std)
         if not self.tanh_normal:
@@ -195,7 +196,7 @@ class Actor(nn.Module):
         ``tanh_normal``, whose squashed entropy has no closed form): ``(...)``."""
         if self.spec.discrete:
             return categorical_entropy(self._log_probs(params)).sum(-1)
-        mean, std = self._mean_std(params)
+        mean, std = self.mean_std(params)
         return truncated_normal_entropy(mean, std) if self.trunc_normal else gaussian_entropy(std)
 
 

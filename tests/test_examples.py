@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -191,3 +192,29 @@ def test_diagnose_update_prints_the_critic_gap_terminal_probe_gradient_agreement
     # the saved model and buffer give the same snapshot as the run that trained them
     assert out.splitlines()[0] == reloaded.splitlines()[0]
     assert reloaded.count("critic lr ") == 2
+
+
+def test_diagnose_critic_compares_values_with_real_returns(tmp_path):
+    spec = importlib.util.spec_from_file_location("diagnose_critic", ROOT / "examples" / "diagnose_critic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    np.testing.assert_allclose(module.discounted_returns(np.array([1.0, 1.0, 1.0]), 0.5), [1.75, 1.5, 1.0])
+    tiny = '{"model_size": "tiny", "learning_starts": 300, "hyperparams": {"critic_lr": 1e-3}}'
+    out = run(
+        "examples/diagnose_critic.py", "--env", "Pendulum-v1", "--algo", "dreamer_v2", "--steps", "800",
+        "--chunk", "400", "--episodes", "1", "--dreamer-kwargs", tiny, "--log", str(tmp_path),
+    )  # fmt: skip
+    readings = [json.loads(line) for line in out.splitlines()]
+    assert [reading["steps"] for reading in readings] == [400, 800]
+    for reading in readings:
+        assert set(reading) == {"steps", "return", "value", "return_to_go", "reward_error", "actor_std", "action_abs"}
+        # Pendulum's rewards lie in [-16.3, 0], over 200 steps; torques in [-2, 2]
+        assert -16.3 * 200 <= reading["return"] <= 0.0 and -16.3 / (1 - 0.99) <= reading["return_to_go"] <= 0.0
+        assert reading["reward_error"] >= 0.0 and reading["actor_std"] >= 0.1 and 0.0 <= reading["action_abs"] <= 2.0
+    assert (tmp_path / "progress.csv").exists()
+    discrete = run(
+        "examples/diagnose_critic.py", "--env", "CartPole-v1", "--algo", "dreamer_v2", "--steps", "400",
+        "--chunk", "400", "--episodes", "1", "--dreamer-kwargs", tiny,
+    )  # fmt: skip
+    reading = json.loads(discrete.splitlines()[0])
+    assert "actor_entropy" in reading and "action_abs" not in reading and 0.0 <= reading["actor_entropy"] <= np.log(2)

@@ -161,7 +161,7 @@ def test_v1_deterministic_action_is_the_mode_of_the_squashed_density():
     config = make_config("v1", "tiny")
     actor = ActorCritic(config.feature_size, SPEC, config).actor
     params = actor(torch.randn(10, config.feature_size))
-    torch.testing.assert_close(actor.mode(params), tanh_normal_mode(*actor._mean_std(params)))
+    torch.testing.assert_close(actor.mode(params), tanh_normal_mode(*actor.mean_std(params)))
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])

@@ -1,0 +1,127 @@
+"""Does the critic know the value scale? Trains one benchmark configuration and, every
+``--chunk`` env steps, plays deterministic episodes on a separate env while reading the model:
+
+- ``return``: the episode's real return (mean over ``--episodes``);
+- ``value``: the critic's value of the posterior state over the first ``--window`` steps, and
+  ``return_to_go``: the real discounted return from the same steps (``gamma`` of the config), so
+  ``value - return_to_go`` is the critic's error in the states the policy visits (the episodes
+  must be longer than ``--window`` by a few horizons of ``1 / (1 - gamma)`` for the comparison
+  to be fair);
+- ``reward_error``: mean absolute error of the reward head along the episode;
+- ``actor_std`` (continuous actions: std of the actor's Gaussian) or ``actor_entropy``
+  (discrete), and ``action_abs`` (continuous: mean absolute env action).
+
+One JSON line per chunk on stdout; SB3's training metrics go to ``--log`` as CSV. The run is
+built by ``examples/benchmark_sb3.py``'s ``make_model``, so ``--algo`` and ``--dreamer-kwargs``
+mean what they mean there. Example (docs/benchmarks.md, "Does the critic know the value scale")::
+
+    python examples/diagnose_critic.py --env Pendulum-v1 --algo dreamer_v2 --seed 0
+    python examples/diagnose_critic.py --env Pendulum-v1 --algo dreamer_v2 --seed 0 \
+        --dreamer-kwargs '{"hyperparams": {"critic_lr": 1e-3}}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from sb3_dreamer import Dreamer
+
+# the benchmark's model factory, so that --algo and --dreamer-kwargs mean the same in both scripts
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_sb3 import make_model
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """``G_t = sum_k gamma^k r_{t+k}`` to the end of the episode: ``(T,) -> (T,)``."""
+    returns = np.zeros(len(rewards))
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + gamma * running
+        returns[t] = running
+    return returns
+
+
+@torch.inference_mode()
+def read_episode(model: Dreamer, env: gym.Env, seed: int, window: int) -> dict[str, float]:
+    """Play one deterministic episode and compare the model's predictions with what happened."""
+    policy = model.policy
+    actor = policy.actor_critic.actor
+    continuous = isinstance(env.action_space, spaces.Box)
+    observation, _ = env.reset(seed=seed)
+    state, episode_start = None, np.array([True])
+    features, rewards, spreads, action_sizes = [], [], [], []
+    done = False
+    while not done:
+        obs_tensor = torch.as_tensor(observation[None], dtype=torch.float32, device=policy.device)
+        output = policy.step_from_numpy(obs_tensor, state, episode_start, deterministic=True)
+        step_features = output.state.features()  # (1, F)
+        features.append(step_features[0])
+        params = actor(step_features)
+        spreads.append(float(actor.mean_std(params)[1].mean() if continuous else actor.entropy(params).mean()))
+        env_action, _ = policy.decode_actions(output.action)
+        state = (output.state.deter.cpu().numpy(), output.state.stoch.cpu().numpy(), output.action.cpu().numpy())
+        episode_start = np.array([False])
+        observation, reward, terminated, truncated, _ = env.step(env_action[0])
+        rewards.append(float(reward))
+        if continuous:
+            action_sizes.append(float(np.abs(env_action[0]).mean()))
+        done = terminated or truncated
+    visited = torch.stack(features)  # (T, F)
+    values = policy.actor_critic.value(visited).float().cpu().numpy()  # (T,)
+    # the reward for arriving at observation t + 1 is read from the state at t + 1
+    predicted_rewards = policy.world_model.reward(visited[1:]).float().cpu().numpy()  # (T - 1,)
+    reward_array = np.asarray(rewards)
+    returns_to_go = discounted_returns(reward_array, policy.config.gamma)
+    row = {
+        "return": float(reward_array.sum()),
+        "value": float(values[:window].mean()),
+        "return_to_go": float(returns_to_go[:window].mean()),
+        "reward_error": float(np.abs(predicted_rewards - reward_array[:-1]).mean()),
+        "actor_std" if continuous else "actor_entropy": float(np.mean(spreads)),
+    }
+    if continuous:
+        row["action_abs"] = float(np.mean(action_sizes))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Pendulum-v1", help="a vector task of examples/benchmark_sb3.py")
+    parser.add_argument("--algo", default="dreamer_v2", help="dreamer, dreamer_v1 or dreamer_v2")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=10_000, help="env steps in all")
+    parser.add_argument("--chunk", type=int, default=1000, help="env steps between two readings")
+    parser.add_argument("--episodes", type=int, default=3, help="deterministic episodes per reading")
+    parser.add_argument("--window", type=int, default=50, help="first steps of an episode compared")
+    parser.add_argument("--dreamer-kwargs", type=json.loads, default={}, help="JSON overrides, as in benchmark_sb3")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--log", default=None, help="folder for SB3's training metrics (CSV)")
+    args = parser.parse_args()
+    if args.steps % args.chunk:
+        raise ValueError(f"--steps ({args.steps}) must be a multiple of --chunk ({args.chunk})")
+    torch.set_num_threads(args.threads)
+    model = make_model(args.algo, args.env, args.seed, args.steps, args.dreamer_kwargs)
+    if args.log is not None:
+        from stable_baselines3.common.logger import configure
+
+        model.set_logger(configure(args.log, ["csv"]))
+    env = gym.make(args.env)
+    for chunk in range(args.steps // args.chunk):
+        model.learn(args.chunk, reset_num_timesteps=chunk == 0)
+        rows = [read_episode(model, env, 1000 + episode, args.window) for episode in range(args.episodes)]
+        summary: dict[str, Any] = {"steps": model.num_timesteps}
+        summary.update({key: round(float(np.mean([row[key] for row in rows])), 3) for key in rows[0]})
+        print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
