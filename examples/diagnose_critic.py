@@ -34,6 +34,8 @@ import torch
 from gymnasium import spaces
 
 from sb3_dreamer import Dreamer
+from sb3_dreamer.behavior import lambda_returns
+from sb3_dreamer.policies import state_to_numpy
 
 # the benchmark's model factory, so that --algo and --dreamer-kwargs mean the same in both scripts
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,13 +43,11 @@ from benchmark_sb3 import make_model
 
 
 def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """``G_t = sum_k gamma^k r_{t+k}`` to the end of the episode: ``(T,) -> (T,)``."""
-    returns = np.zeros(len(rewards))
-    running = 0.0
-    for t in reversed(range(len(rewards))):
-        running = rewards[t] + gamma * running
-        returns[t] = running
-    return returns
+    """``G_t = sum_k gamma^k r_{t+k}`` to the end of the episode: ``(T,) -> (T,)``, the λ-return
+    with λ = 1 and nothing to bootstrap from after the last step."""
+    reward_column = torch.as_tensor(rewards, dtype=torch.float64)[:, None]  # (T, 1)
+    zeros = torch.zeros(len(rewards) + 1, 1, dtype=torch.float64)  # (T + 1, 1)
+    return lambda_returns(reward_column, torch.full_like(reward_column, gamma), zeros, 1.0)[:, 0].numpy()
 
 
 @torch.inference_mode()
@@ -58,17 +58,14 @@ def read_episode(model: Dreamer, env: gym.Env, seed: int, window: int) -> dict[s
     continuous = isinstance(env.action_space, spaces.Box)
     observation, _ = env.reset(seed=seed)
     state, episode_start = None, np.array([True])
-    features, rewards, spreads, action_sizes = [], [], [], []
+    features, rewards, action_sizes = [], [], []
     done = False
     while not done:
         obs_tensor = torch.as_tensor(observation[None], dtype=torch.float32, device=policy.device)
         output = policy.step_from_numpy(obs_tensor, state, episode_start, deterministic=True)
-        step_features = output.state.features()  # (1, F)
-        features.append(step_features[0])
-        params = actor(step_features)
-        spreads.append(float(actor.mean_std(params)[1].mean() if continuous else actor.entropy(params).mean()))
+        features.append(output.state.features()[0])
         env_action, _ = policy.decode_actions(output.action)
-        state = (output.state.deter.cpu().numpy(), output.state.stoch.cpu().numpy(), output.action.cpu().numpy())
+        state = state_to_numpy(output.state, output.action)
         episode_start = np.array([False])
         observation, reward, terminated, truncated, _ = env.step(env_action[0])
         rewards.append(float(reward))
@@ -77,6 +74,8 @@ def read_episode(model: Dreamer, env: gym.Env, seed: int, window: int) -> dict[s
         done = terminated or truncated
     visited = torch.stack(features)  # (T, F)
     values = policy.actor_critic.value(visited).float().cpu().numpy()  # (T,)
+    params = actor(visited)  # (T, P)
+    spread = actor.mean_std(params)[1] if continuous else actor.entropy(params)
     # the reward for arriving at observation t + 1 is read from the state at t + 1
     predicted_rewards = policy.world_model.reward(visited[1:]).float().cpu().numpy()  # (T - 1,)
     reward_array = np.asarray(rewards)
@@ -86,7 +85,7 @@ def read_episode(model: Dreamer, env: gym.Env, seed: int, window: int) -> dict[s
         "value": float(values[:window].mean()),
         "return_to_go": float(returns_to_go[:window].mean()),
         "reward_error": float(np.abs(predicted_rewards - reward_array[:-1]).mean()),
-        "actor_std" if continuous else "actor_entropy": float(np.mean(spreads)),
+        "actor_std" if continuous else "actor_entropy": float(spread.mean()),
     }
     if continuous:
         row["action_abs"] = float(np.mean(action_sizes))
