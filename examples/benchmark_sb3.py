@@ -12,8 +12,9 @@ Example (what ``docs/benchmarks.md`` reports)::
         --dreamer-steps 10000 --jobs 2
     python examples/benchmark_sb3.py --env Pendulum-v1 --algos dreamer sac --steps 10000 --jobs 2
 
-``dreamer`` is DreamerV3; ``dreamer_v1`` and ``dreamer_v2`` run the packaged settings
-(``sb3_dreamer/hyperparams/dreamer.yml``: size, sequence shape, train ratio) on DreamerV1 /
+``dreamer`` is DreamerV3 (``sb3_dreamer/hyperparams/dreamer.yml``); ``dreamer_v1`` and
+``dreamer_v2`` run their own packaged entry (``dreamer_v1.yml`` / ``dreamer_v2.yml``) where the
+env has one, and otherwise V3's entry (size, sequence shape, train ratio) on DreamerV1 /
 DreamerV2 with their papers' learning rates and entropy bonus::
 
     python examples/benchmark_sb3.py --env CartPole-v1 --algos dreamer_v1 dreamer_v2 --steps 10000
@@ -118,19 +119,26 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
 
     if algo.startswith("dreamer"):
         from sb3_dreamer import Dreamer
-        from sb3_dreamer.hyperparams import load_hyperparams, with_overrides
+        from sb3_dreamer.hyperparams import has_section, load_hyperparams, with_overrides
 
         # rl_zoo3's convention: one "atari" section for every ALE game
-        kwargs = load_hyperparams("atari" if env_id.startswith("ALE/") else env_id)
-        # "dreamer" is the default (V3); "dreamer_v1" / "dreamer_v2" the same sizes, sequence shape
-        # and train ratio on another version, with that version's own (paper) optimiser settings and
-        # entropy bonus: the packaged learning rates and entropy are tuned for V3's normalised returns
-        kwargs["version"] = algo.partition("_")[2] or "v3"
-        if kwargs["version"] != "v3":
+        section = "atari" if env_id.startswith("ALE/") else env_id
+        version = algo.partition("_")[2] or "v3"
+        zoo_algo = "dreamer" if version == "v3" else f"dreamer_{version}"
+        if has_section(section, zoo_algo):
+            # "dreamer" is V3's dreamer.yml; "dreamer_v1" / "dreamer_v2" use their own packaged
+            # entry (dreamer_v1.yml / dreamer_v2.yml) where there is one
+            kwargs = load_hyperparams(section, algo=zoo_algo)
+        else:
+            # otherwise V3's entry (the same sizes, sequence shape and train ratio) with that
+            # version's own (paper) optimiser settings and entropy bonus: the packaged learning
+            # rates and entropy are tuned for V3's normalised returns
+            kwargs = load_hyperparams(section)
             kwargs["hyperparams"] = {
                 key: value for key, value in kwargs.get("hyperparams", {}).items() if not key.endswith("_lr")
             }
             kwargs.pop("ent_coef", None)
+        kwargs["version"] = version
         kwargs = with_overrides(kwargs, dreamer_kwargs or {})
         n_envs = kwargs.pop("n_envs", 1)
         kwargs.pop("n_timesteps", None)

@@ -1,9 +1,10 @@
 """Dreamer in the RL Baselines3 Zoo: ``python -m sb3_dreamer.zoo <command> [zoo arguments]``.
 
-The commands run rl_zoo3's own scripts after adding ``dreamer`` to its algorithm table
-(``rl_zoo3.utils.ALGOS``) and its hyperparameter sampler and converter tables
-(``rl_zoo3.hyperparams_opt``). ``--algo`` defaults to ``dreamer`` and, for ``dreamer``,
-``--conf-file`` to the packaged ``sb3_dreamer/hyperparams/dreamer.yml``.
+The commands run rl_zoo3's own scripts after adding ``dreamer`` (DreamerV3), ``dreamer_v2`` and
+``dreamer_v1`` to its algorithm table (``rl_zoo3.utils.ALGOS``) and its hyperparameter sampler and
+converter tables (``rl_zoo3.hyperparams_opt``). ``--algo`` defaults to ``dreamer`` and, for these
+three, ``--conf-file`` to the packaged ``sb3_dreamer/hyperparams/<algo>.yml`` (whose sections set
+``version``).
 
 - ``train``: ``rl_zoo3.train`` (log folder ``<-f>/dreamer/<env>_<n>/``)
 - ``optimize``: ``rl_zoo3.train --optimize-hyperparameters`` with :func:`sample_dreamer_params`
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     import optuna
 
 ALGO_NAME = "dreamer"
+#: Every algorithm name registered with rl_zoo3; each is :class:`~sb3_dreamer.Dreamer` with its own
+#: packaged hyperparameter file (:data:`sb3_dreamer.hyperparams.ALGO_FILES`).
+ALGO_NAMES = ("dreamer", "dreamer_v2", "dreamer_v1")
 COMMANDS = ("train", "optimize", "enjoy", "record_video", "plot")
 #: Sequences per update of every sampled configuration; the train ratio sets ``train_freq``.
 SAMPLED_BATCH_SIZE = 16
@@ -56,9 +60,10 @@ def register() -> None:
     import sb3_dreamer.envs  # noqa: F401
     from sb3_dreamer import Dreamer
 
-    ALGOS[ALGO_NAME] = Dreamer
-    hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO_NAME] = sample_dreamer_params
-    hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_dreamer_params
+    for name in ALGO_NAMES:
+        ALGOS[name] = Dreamer
+        hyperparams_opt.HYPERPARAMS_SAMPLER[name] = sample_dreamer_params
+        hyperparams_opt.HYPERPARAMS_CONVERTER[name] = convert_dreamer_params
     try:
         import shimmy
     except ImportError:
@@ -128,7 +133,7 @@ def sample_dreamer_params(
 
 def with_defaults(args: Sequence[str], conf_file: bool) -> list[str]:
     """``args`` with ``--algo dreamer`` added if no ``--algo`` is given and, if ``conf_file`` and
-    the algorithm is Dreamer, ``--conf-file`` pointing at the packaged ``dreamer.yml``."""
+    the algorithm is one of :data:`ALGO_NAMES`, ``--conf-file`` pointing at its packaged file."""
     from sb3_dreamer.hyperparams import hyperparams_path
 
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -138,8 +143,9 @@ def with_defaults(args: Sequence[str], conf_file: bool) -> list[str]:
     result = list(args)
     if known.algo is None:
         result += ["--algo", ALGO_NAME]
-    if conf_file and known.conf_file is None and known.algo in (None, ALGO_NAME):
-        result += ["--conf-file", str(hyperparams_path())]
+    algo = known.algo or ALGO_NAME
+    if conf_file and known.conf_file is None and algo in ALGO_NAMES:
+        result += ["--conf-file", str(hyperparams_path(algo))]
     return result
 
 

@@ -7,27 +7,47 @@ import importlib
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 
 from sb3_dreamer import Dreamer
-from sb3_dreamer.hyperparams import ENV_KEYS, hyperparams_path, load_hyperparams
+from sb3_dreamer.hyperparams import ENV_KEYS, has_section, hyperparams_path, load_hyperparams
 
 ENVS = ["CartPole-v1", "Pendulum-v1"]
+#: The version every section of each packaged file builds.
+ALGO_VERSIONS = {"dreamer": "v3", "dreamer_v2": "v2", "dreamer_v1": "v1"}
 
 
 @pytest.mark.parametrize("env_id", ENVS)
-def test_shipped_section_builds_and_trains(env_id):
-    kwargs = load_hyperparams(env_id)
+@pytest.mark.parametrize("algo", ["dreamer", "dreamer_v2"])
+def test_shipped_section_builds_and_trains(env_id, algo):
+    assert has_section(env_id, algo)
+    kwargs = load_hyperparams(env_id, algo=algo)
     assert kwargs.pop("n_timesteps") > 0
     policy = kwargs.pop("policy")
     kwargs.update(learning_starts=kwargs["sequence_length"], buffer_size=1000)
     model = Dreamer(policy, env_id, seed=0, **kwargs)
+    assert model.version == ALGO_VERSIONS[algo]
     model.learn(kwargs["sequence_length"] + kwargs["train_freq"])
     assert model._n_updates >= 1
 
 
+@pytest.mark.parametrize("algo", ["dreamer_v1", "dreamer_v2"])
+def test_every_section_of_a_version_file_sets_its_version(algo):
+    with open(hyperparams_path(algo), encoding="utf-8") as handle:
+        sections = yaml.safe_load(handle)
+    assert "default" in sections
+    assert {name: section["version"] for name, section in sections.items()} == dict.fromkeys(
+        sections, ALGO_VERSIONS[algo]
+    )
+    assert load_hyperparams("NoSuchEnv-v0", algo=algo)["version"] == ALGO_VERSIONS[algo]
+
+
 def test_unknown_env_falls_back_to_default():
     assert load_hyperparams("NoSuchEnv-v0")["policy"] == "MlpPolicy"
+    assert not has_section("NoSuchEnv-v0")
     assert hyperparams_path().name == "dreamer.yml"
+    with pytest.raises(ValueError, match="dreamer_v4"):
+        hyperparams_path("dreamer_v4")
 
 
 def test_env_keys_are_left_out_unless_asked_for():

@@ -54,6 +54,17 @@ def test_train_enjoy_record_video_and_plot_write_the_zoo_files(tmp_path):
 
 
 @requires_zoo
+def test_train_dreamer_v2_uses_its_own_packaged_file(tmp_path):
+    zoo("train", "--algo", "dreamer_v2", "--env", "Pendulum-v1", "-n", "150", "--num-threads", "1", *TINY, cwd=tmp_path)
+    run = tmp_path / "logs" / "dreamer_v2" / "Pendulum-v1_1"
+    config = (run / "Pendulum-v1" / "config.yml").read_text()
+    assert "version" in config and "v2" in config
+    from sb3_dreamer import Dreamer
+
+    assert Dreamer.load(run / "Pendulum-v1.zip").version == "v2"
+
+
+@requires_zoo
 def test_optimize_runs_two_trials_and_writes_a_report(tmp_path):
     zoo(
         "optimize", "--env", "CartPole-v1", "-n", "300", "--n-trials", "2", "--n-jobs", "1", "--sampler", "random",
@@ -113,6 +124,9 @@ def test_defaults_add_dreamer_and_the_packaged_file_only_when_missing():
         "-conf",
         "my.yml",
     ]
+    assert with_defaults(["--algo", "dreamer_v2", "--env", "CartPole-v1"], conf_file=True) == [
+        "--algo", "dreamer_v2", "--env", "CartPole-v1", "--conf-file", str(hyperparams_path("dreamer_v2")),
+    ]  # fmt: skip
     assert with_defaults(["--algo", "ppo"], conf_file=True) == ["--algo", "ppo"]
     assert with_defaults(["-f", "logs"], conf_file=False) == ["-f", "logs", "--algo", "dreamer"]
 
