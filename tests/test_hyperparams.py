@@ -66,18 +66,20 @@ def build_zoo_env(env_id: str, section: dict) -> gym.Env:
 
 
 @pytest.mark.parametrize(
-    ("section_name", "env_id", "register"),
+    ("section_name", "env_id", "register", "algo"),
     [
-        ("dm_control/cartpole-balance-v0", "dm_control/cartpole-balance-v0", "shimmy"),
-        ("dm_control/walker-walk-v0", "dm_control/walker-walk-v0", "shimmy"),
-        ("atari", "ALE/Pong-v5", "ale_py"),
+        ("dm_control/cartpole-balance-v0", "dm_control/cartpole-balance-v0", "shimmy", "dreamer"),
+        ("dm_control/walker-walk-v0", "dm_control/walker-walk-v0", "shimmy", "dreamer"),
+        ("atari", "ALE/Pong-v5", "ale_py", "dreamer"),
+        ("atari", "ALE/Pong-v5", "ale_py", "dreamer_v2"),
+        ("atari", "ALE/Pong-v5", "ale_py", "dreamer_v1"),
     ],
 )
-def test_zoo_sections_build_the_dreamer_env_and_train(section_name, env_id, register):
+def test_zoo_sections_build_the_dreamer_env_and_train(section_name, env_id, register, algo):
     import sb3_dreamer.envs  # noqa: F401  (headless MuJoCo rendering)
 
     gym.register_envs(pytest.importorskip(register))
-    section = load_hyperparams(section_name, include_env=True)
+    section = load_hyperparams(section_name, include_env=True, algo=algo)
     env = build_zoo_env(env_id, section)
     space = env.observation_space
     if section["policy"] == "CnnPolicy":
@@ -87,12 +89,13 @@ def test_zoo_sections_build_the_dreamer_env_and_train(section_name, env_id, regi
     observation, _ = env.reset(seed=0)
     assert space.contains(observation)
 
-    kwargs = load_hyperparams(section_name)
+    kwargs = load_hyperparams(section_name, algo=algo)
     assert not set(ENV_KEYS) & set(kwargs)
     assert kwargs.pop("n_timesteps") > 0
     policy = kwargs.pop("policy")
     # the section's schedule, at the smallest size and batch, so that one update takes a moment
     kwargs.update(model_size="tiny", batch_size=2, learning_starts=kwargs["sequence_length"], buffer_size=1000)
     model = Dreamer(policy, env, seed=0, **kwargs)
+    assert model.version == ALGO_VERSIONS[algo]
     model.learn(kwargs["sequence_length"] + kwargs["train_freq"])
     assert model._n_updates >= 1
