@@ -123,12 +123,10 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
 
         # rl_zoo3's convention: one "atari" section for every ALE game
         section = "atari" if env_id.startswith("ALE/") else env_id
-        version = algo.partition("_")[2] or "v3"
-        zoo_algo = "dreamer" if version == "v3" else f"dreamer_{version}"
-        if has_section(section, zoo_algo):
+        if has_section(section, algo):
             # "dreamer" is V3's dreamer.yml; "dreamer_v1" / "dreamer_v2" use their own packaged
             # entry (dreamer_v1.yml / dreamer_v2.yml) where there is one
-            kwargs = load_hyperparams(section, algo=zoo_algo)
+            kwargs = load_hyperparams(section, algo=algo)
         else:
             # otherwise V3's entry (the same sizes, sequence shape and train ratio) with that
             # version's own (paper) optimiser settings and entropy bonus: the packaged learning
@@ -138,7 +136,7 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
                 key: value for key, value in kwargs.get("hyperparams", {}).items() if not key.endswith("_lr")
             }
             kwargs.pop("ent_coef", None)
-        kwargs["version"] = version
+        kwargs["version"] = algo.partition("_")[2] or "v3"
         kwargs = with_overrides(kwargs, dreamer_kwargs or {})
         n_envs = kwargs.pop("n_envs", 1)
         kwargs.pop("n_timesteps", None)

@@ -24,13 +24,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sb3_dreamer.hyperparams import ALGO_FILES, hyperparams_path
+
 if TYPE_CHECKING:
     import optuna
 
 ALGO_NAME = "dreamer"
 #: Every algorithm name registered with rl_zoo3; each is :class:`~sb3_dreamer.Dreamer` with its own
 #: packaged hyperparameter file (:data:`sb3_dreamer.hyperparams.ALGO_FILES`).
-ALGO_NAMES = ("dreamer", "dreamer_v2", "dreamer_v1")
+ALGO_NAMES = tuple(ALGO_FILES)
 COMMANDS = ("train", "optimize", "enjoy", "record_video", "plot")
 #: Sequences per update of every sampled configuration; the train ratio sets ``train_freq``.
 SAMPLED_BATCH_SIZE = 16
@@ -134,8 +136,6 @@ def sample_dreamer_params(
 def with_defaults(args: Sequence[str], conf_file: bool) -> list[str]:
     """``args`` with ``--algo dreamer`` added if no ``--algo`` is given and, if ``conf_file`` and
     the algorithm is one of :data:`ALGO_NAMES`, ``--conf-file`` pointing at its packaged file."""
-    from sb3_dreamer.hyperparams import hyperparams_path
-
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("-a", "--algo")
     parser.add_argument("-conf", "--conf-file")
