@@ -338,6 +338,14 @@ class WorldModel(nn.Module):
             return dyn.mean().clamp(min=free), rep.mean().clamp(min=free)
         return dyn.clamp(min=free).mean(), rep.clamp(min=free).mean()
 
+    def clipped_kl_share(self, kl: torch.Tensor) -> torch.Tensor:
+        """Share of the KL terms that :meth:`kl_losses` clips at ``free_bits`` (and so trains
+        nothing with): of the time steps (V3), or 1 / 0 for the batch mean with
+        ``free_bits_on_mean``. Near 1 means the prior is barely trained. ``(T, B) -> ()``."""
+        free = self.config.free_bits
+        below = kl.mean() <= free if self.config.free_bits_on_mean else kl <= free
+        return below.float().mean()
+
     def loss(
         self,
         observations: Observations,
@@ -364,11 +372,13 @@ class WorldModel(nn.Module):
         )  # (T, B)
         total = heads_loss.mean() + cfg.kl_dyn_scale * dyn + cfg.kl_rep_scale * rep
         posterior = RSSMState(observed.deter.detach().flatten(0, 1), observed.stoch.detach().flatten(0, 1))
+        kl_per_step = self.rssm.latent.kl(observed.post_stats.detach(), prior_stats.detach())  # (T, B)
         metrics = {
             "world_model_loss": total.detach(),
             "reconstruction_loss": reconstruction.detach().mean(),
             "reward_loss": reward_loss.detach().mean(),
             "continue_loss": continue_loss.detach().mean(),
-            "kl": self.rssm.latent.kl(observed.post_stats.detach(), prior_stats.detach()).mean(),
+            "kl": kl_per_step.mean(),
+            "kl_clipped": self.clipped_kl_share(kl_per_step),
         }
         return WorldModelOutput(total, posterior, continue_target.flatten(), metrics)

@@ -63,6 +63,7 @@ def test_v1_latent_is_gaussian_and_free_nats_clamp_the_mean_kl():
     prior = torch.stack([prior_mean, std], dim=-2).requires_grad_(True)
     per_step = model.rssm.latent.kl(post, prior)
     assert per_step.max() > config.free_bits > per_step.mean()
+    assert model.clipped_kl_share(per_step) == 1.0  # reported as train/kl_clipped
     dyn, rep = model.kl_losses(post, prior)
     assert dyn == config.free_bits and rep == config.free_bits
     (dyn + rep).backward()

@@ -68,6 +68,15 @@ def test_free_bits_clamp_kl_and_stop_their_gradient():
     assert post.grad.abs().max() == 0 and prior.grad.abs().max() == 0
 
 
+def test_clipped_kl_share_counts_steps_or_the_batch_mean_under_the_floor():
+    per_step = torch.tensor([[0.5, 2.0], [1.5, 0.2]])  # (T, B) nats; mean 1.05
+    assert CONFIG.free_bits == 1.0 and not CONFIG.free_bits_on_mean
+    assert make_world_model().clipped_kl_share(per_step) == 0.5  # V3: two of four steps
+    on_mean = make_world_model(config=CONFIG.replace(free_bits_on_mean=True))
+    assert on_mean.clipped_kl_share(per_step) == 0.0  # the mean clears the floor
+    assert on_mean.clipped_kl_share(per_step - 0.1) == 1.0  # mean 0.95: the whole batch is clipped
+
+
 def test_kl_terms_send_gradients_to_their_side():
     model = make_world_model()
     post = torch.log_softmax(torch.randn(2, 3, 4, 4) * 5, -1).requires_grad_(True)
