@@ -18,7 +18,7 @@ ALGO_VERSIONS = {"dreamer": "v3", "dreamer_v2": "v2", "dreamer_v1": "v1"}
 
 
 @pytest.mark.parametrize("env_id", ENVS)
-@pytest.mark.parametrize("algo", ["dreamer", "dreamer_v2"])
+@pytest.mark.parametrize("algo", ["dreamer", "dreamer_v2", "dreamer_v1"])
 def test_shipped_section_builds_and_trains(env_id, algo):
     assert has_section(env_id, algo)
     kwargs = load_hyperparams(env_id, algo=algo)
