@@ -9,6 +9,7 @@ the pole fell; ``time``: the 500-step limit), the actor's mean entropy (nats) ov
 episodes visited, and the current return scale of the actor's advantage normalisation.
 
     python examples/eval_modes.py --env CartPole-v1 --steps 10000 --seed 0
+    python examples/eval_modes.py --env Pendulum-v1 --algo dreamer_v2 --steps 10000 --seed 1
 
 ``--dreamer-kwargs`` overrides the packaged entry (see ``sb3_dreamer.hyperparams.with_overrides``).
 """
@@ -26,7 +27,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_dreamer import Dreamer
-from sb3_dreamer.hyperparams import load_hyperparams, with_overrides
+from sb3_dreamer.hyperparams import ALGO_FILES, load_hyperparams, with_overrides
 
 MODES = {"mode / mode": (False, False), "sample / mode": (True, False), "sample / sample": (True, True)}
 
@@ -77,10 +78,13 @@ def play_episode(model: Dreamer, env: gym.Env, posterior_sample: bool, actor_sam
     return Episode(total, ending(obs, terminated, env.spec.id), float(np.mean(entropies)))
 
 
-def packaged_model(env_id: str, seed: int, model_size: str | None, overrides: dict[str, Any]) -> Dreamer:
-    """A new Dreamer with the packaged entry of ``env_id``, updated by ``overrides`` (the JSON of
-    ``--dreamer-kwargs``) and then by ``model_size`` where given."""
-    kwargs = with_overrides(load_hyperparams(env_id), overrides)
+def packaged_model(
+    env_id: str, seed: int, model_size: str | None, overrides: dict[str, Any], algo: str = "dreamer"
+) -> Dreamer:
+    """A new Dreamer with the packaged entry of ``env_id`` in ``algo``'s file (``dreamer``,
+    ``dreamer_v2`` or ``dreamer_v1``), updated by ``overrides`` (the JSON of ``--dreamer-kwargs``)
+    and then by ``model_size`` where given."""
+    kwargs = with_overrides(load_hyperparams(env_id, algo=algo), overrides)
     kwargs.pop("n_timesteps", None)
     policy_name = kwargs.pop("policy", "MlpPolicy")
     if model_size:
@@ -95,11 +99,12 @@ def main() -> None:
     parser.add_argument("--eval-freq", type=int, default=1000)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--algo", default="dreamer", choices=sorted(ALGO_FILES), help="whose packaged entry")
     parser.add_argument("--model-size", default=None, help="override the packaged model size (e.g. tiny)")
     parser.add_argument("--dreamer-kwargs", type=json.loads, default={}, help="JSON overrides of the packaged entry")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = packaged_model(args.env, args.seed, args.model_size, args.dreamer_kwargs)
+    model = packaged_model(args.env, args.seed, args.model_size, args.dreamer_kwargs, args.algo)
     eval_env = gym.make(args.env)
     eval_env.reset(seed=1000 + args.seed)
     print("| steps | " + " | ".join(MODES) + " | endings (mode / mode) | entropy | return scale |")

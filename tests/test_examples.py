@@ -139,6 +139,18 @@ def test_eval_modes_prints_three_evaluations_endings_entropy_and_scale_per_budge
         assert float(row[6]) >= 2.0  # the overridden return_norm_limit bounds the scale
 
 
+def test_eval_modes_builds_the_packaged_entry_of_the_chosen_version():
+    spec = importlib.util.spec_from_file_location("eval_modes", ROOT / "examples" / "eval_modes.py")
+    eval_modes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_modes)
+    model = eval_modes.packaged_model("Pendulum-v1", 0, "tiny", {"hyperparams": {"free_bits": 0.0}}, "dreamer_v2")
+    config = model.policy.config
+    # dreamer_v2.yml's Pendulum-v1 entry (version, critic rate, train ratio) under the override
+    assert config.version == "v2" and config.critic_lr == 1e-3 and config.free_bits == 0.0
+    assert model.train_freq.frequency == 2 and model.batch_size == 16
+    assert eval_modes.packaged_model("Pendulum-v1", 0, "tiny", {}).policy.config.version == "v3"
+
+
 def test_eval_modes_reads_the_cartpole_termination_cause():
     spec = importlib.util.spec_from_file_location("eval_modes", ROOT / "examples" / "eval_modes.py")
     eval_modes = importlib.util.module_from_spec(spec)
