@@ -211,19 +211,28 @@ def test_diagnose_critic_compares_values_with_real_returns(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     np.testing.assert_allclose(module.discounted_returns(np.array([1.0, 1.0, 1.0]), 0.5), [1.75, 1.5, 1.0])
+    # the discounted next two real rewards from each of the three steps, cut at the episode's end
+    np.testing.assert_allclose(module.real_rewards(np.array([1.0, 2.0, 4.0]), 3, 2, 0.5), [2.0, 4.0, 4.0])
     tiny = '{"model_size": "tiny", "learning_starts": 300, "hyperparams": {"critic_lr": 1e-3}}'
     out = run(
         "examples/diagnose_critic.py", "--env", "Pendulum-v1", "--algo", "dreamer_v2", "--steps", "800",
         "--chunk", "400", "--episodes", "1", "--dreamer-kwargs", tiny, "--log", str(tmp_path),
+        "--save", str(tmp_path / "models"),
     )  # fmt: skip
     readings = [json.loads(line) for line in out.splitlines()]
     assert [reading["steps"] for reading in readings] == [400, 800]
     for reading in readings:
-        assert set(reading) == {"steps", "return", "value", "return_to_go", "reward_error", "actor_std", "action_abs"}
+        assert set(reading) == {
+            "steps", "return", "value", "return_to_go", "reward_error", "actor_std", "action_abs",
+            "imagined_reward", "real_reward",
+        }  # fmt: skip
+        # discounted rewards of 15 steps: Pendulum's real ones in [-16.3 * 15, 0]
+        assert -16.3 * 15 <= reading["real_reward"] <= 0.0 and np.isfinite(reading["imagined_reward"])
         # Pendulum's rewards lie in [-16.3, 0], over 200 steps; torques in [-2, 2]
         assert -16.3 * 200 <= reading["return"] <= 0.0 and -16.3 / (1 - 0.99) <= reading["return_to_go"] <= 0.0
         assert reading["reward_error"] >= 0.0 and reading["actor_std"] >= 0.1 and 0.0 <= reading["action_abs"] <= 2.0
     assert (tmp_path / "progress.csv").exists()
+    assert sorted(path.name for path in (tmp_path / "models").iterdir()) == ["model_400.zip", "model_800.zip"]
     discrete = run(
         "examples/diagnose_critic.py", "--env", "CartPole-v1", "--algo", "dreamer_v2", "--steps", "400",
         "--chunk", "400", "--episodes", "1", "--dreamer-kwargs", tiny,
