@@ -88,12 +88,11 @@ def read_episode(model: Dreamer, env: gym.Env, seed: int, window: int, dreams: i
     continuous = isinstance(env.action_space, spaces.Box)
     observation, _ = env.reset(seed=seed)
     state, episode_start = None, np.array([True])
-    features, rewards, action_sizes, states = [], [], [], []
+    states, rewards, action_sizes = [], [], []
     done = False
     while not done:
         obs_tensor = torch.as_tensor(observation[None], dtype=torch.float32, device=policy.device)
         output = policy.step_from_numpy(obs_tensor, state, episode_start, deterministic=True)
-        features.append(output.state.features()[0])
         states.append(output.state)
         env_action, _ = policy.decode_actions(output.action)
         state = state_to_numpy(output.state, output.action)
@@ -103,7 +102,8 @@ def read_episode(model: Dreamer, env: gym.Env, seed: int, window: int, dreams: i
         if continuous:
             action_sizes.append(float(np.abs(env_action[0]).mean()))
         done = terminated or truncated
-    visited = torch.stack(features)  # (T, F)
+    episode_states = RSSMState(*(torch.cat(parts) for parts in zip(*states)))  # (T, ...)
+    visited = episode_states.features()  # (T, F)
     values = policy.actor_critic.value(visited).float().cpu().numpy()  # (T,)
     params = actor(visited)  # (T, P)
     spread = actor.mean_std(params)[1] if continuous else actor.entropy(params)
@@ -111,7 +111,7 @@ def read_episode(model: Dreamer, env: gym.Env, seed: int, window: int, dreams: i
     predicted_rewards = policy.world_model.reward(visited[1:]).float().cpu().numpy()  # (T - 1,)
     reward_array = np.asarray(rewards)
     returns_to_go = discounted_returns(reward_array, policy.config.gamma)
-    starts = RSSMState(*(torch.cat(parts) for parts in zip(*states[:window])))  # (window, ...)
+    starts = RSSMState(episode_states.deter[:window], episode_states.stoch[:window])  # (window, ...)
     imagined = imagined_rewards(model, starts, dreams)  # (window,)
     real = real_rewards(reward_array, window, policy.config.horizon, policy.config.gamma)  # (window,)
     row = {
