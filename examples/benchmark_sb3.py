@@ -159,11 +159,13 @@ def file_stem(env_id: str) -> str:
     return env_id.replace("/", "-")
 
 
-def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], int]) -> str:
+def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], int, bool]) -> str:
     """Train one (algo, env, seed) run and write its evaluation CSV; returns the CSV path.
 
-    The run is labelled ``algo + tag`` in its CSV name and rows (a tagged Dreamer variant)."""
-    algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs, threads = job
+    The run is labelled ``algo + tag`` in its CSV name and rows (a tagged Dreamer variant). With
+    ``save_model`` the model is saved beside the CSV (same name, ``.zip``) after every evaluation,
+    so that a stopped run leaves its latest agent for ``examples/diagnose_critic.py`` and friends."""
+    algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs, threads, save_model = job
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -204,6 +206,8 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
             )
         )
         write_rows()
+        if save_model:
+            model.save(path.with_suffix(".zip"))
         print(
             f"[{label} {env_id} seed {seed}] {steps * repeat} env steps: {mean:.1f} +- {std:.1f} ({rows[-1]['wall_seconds']} s)",
             flush=True,
@@ -301,6 +305,9 @@ def main() -> None:
         help='JSON overrides of the packaged Dreamer entry, e.g. \'{"train_freq": 2, "hyperparams": {"actor_lr": 1e-4}}\'',
     )
     parser.add_argument("--tag", default="", help="appended to the Dreamer runs' names, e.g. _r512 (a variant)")
+    parser.add_argument(
+        "--save-models", action="store_true", help="save each model beside its CSV (.zip) after every evaluation"
+    )
     args = parser.parse_args()
     tags = {algo: args.tag if algo.startswith("dreamer") else "" for algo in args.algos}
     out = Path(args.out)
@@ -318,6 +325,7 @@ def main() -> None:
                 tags[algo],
                 args.dreamer_kwargs,
                 args.threads,
+                args.save_models,
             )
             for algo in args.algos
             for seed in args.seeds

@@ -134,11 +134,17 @@ class DmcObservationWrapper(gym.ObservationWrapper):
 
     def observation(self, observation: dict[str, np.ndarray]) -> Any:
         if self.mode == "pixels":
-            return self.env.render()
+            return self._pixels()
         proprio = np.concatenate([np.asarray(observation[key], np.float32).reshape(-1) for key in self._keys])
         if self.mode == "proprio":
             return proprio
-        return {"pixels": self.env.render(), "proprio": proprio}
+        return {"pixels": self._pixels(), "proprio": proprio}
+
+    def _pixels(self) -> np.ndarray:
+        """The rendered frame as a contiguous ``(H, W, 3)`` array: MuJoCo's renderer returns a
+        vertically flipped view (negative strides), which ``torch.as_tensor`` and so
+        ``model.predict`` on this env's own observations would reject."""
+        return np.ascontiguousarray(self.env.render())
 
 
 def make_dmc_env(

@@ -45,6 +45,10 @@ def test_dmc_helper_runs_inside_learn(observation):
     model = Dreamer(policy, env, **TINY)
     model.learn(16)
     assert model._n_updates > 0
+    # predict takes the env's own observations, as evaluate_policy's VecEnv copies would give them
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(action)
     if observation == "pixels":
         assert model.observation_space.shape == (3, 64, 64)
     if observation == "proprio":

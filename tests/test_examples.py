@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The smallest pixel agent that trains within a few seconds.
+TINY_PIXELS = {"model_size": "tiny", "batch_size": 2, "sequence_length": 8, "learning_starts": 32, "train_freq": 16}
 
 
 def run(*args: str, timeout: int = 600) -> str:
@@ -48,9 +50,15 @@ def test_benchmark_sb3_tagged_variant_gets_its_own_csv_and_row(tmp_path):
         "examples/benchmark_sb3.py", "--env", "CartPole-v1", "--algos", "dreamer", "--seeds", "0",
         "--steps", "700", "--eval-freq", "700", "--eval-episodes", "1", "--jobs", "1", "--out", str(tmp_path),
         "--tag", "_variant", "--dreamer-kwargs", '{"learning_starts": 600, "hyperparams": {"actor_lr": 1e-4}}',
+        "--save-models",
     )  # fmt: skip
     assert "| dreamer_variant |" in out
     assert (tmp_path / "CartPole-v1_dreamer_variant_seed0.csv").exists()
+    # --save-models leaves the run's last agent beside its CSV, with the variant's settings
+    from sb3_dreamer import Dreamer
+
+    saved = Dreamer.load(tmp_path / "CartPole-v1_dreamer_variant_seed0.zip")
+    assert saved.num_timesteps == 700 and saved.dreamer_config.actor_lr == 1e-4
     # its own plot: the task's main plot is left alone
     assert (tmp_path / "CartPole-v1_variant.png").exists() and not (tmp_path / "CartPole-v1.png").exists()
 
@@ -159,6 +167,40 @@ def test_eval_modes_reads_the_cartpole_termination_cause():
     assert eval_modes.ending(np.array([-0.3, 0.1, -0.25, 0.0]), True, "CartPole-v1") == "pole"
     assert eval_modes.ending(np.array([2.5, 0.1, 0.0, 0.0]), False, "CartPole-v1") == "time"
     assert eval_modes.ending(np.array([0.0]), True, "Pendulum-v1") == "end"
+
+
+def test_diagnose_dmc_cartpole_factors_multiply_to_the_tasks_reward():
+    import sb3_dreamer.envs  # noqa: F401 (picks headless rendering before shimmy loads mujoco)
+
+    shimmy = pytest.importorskip("shimmy")
+    import gymnasium as gym
+
+    spec = importlib.util.spec_from_file_location("diagnose_dmc", ROOT / "examples" / "diagnose_dmc_cartpole.py")
+    diagnose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnose)
+    gym.register_envs(shimmy)
+    env = gym.make("dm_control/cartpole-balance-v0")
+    env.reset(seed=0)
+    physics = env.unwrapped._env.physics
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        _, reward, *_ = env.step(rng.uniform(-1, 1, size=(1,)).astype(np.float32))
+        factors = diagnose.reward_factors(physics)
+        assert np.prod(list(factors.values())) == pytest.approx(reward, rel=1e-6)
+        assert factors["small_control"] < 1.0  # a random push is never free
+
+
+def test_diagnose_dmc_cartpole_reads_a_saved_pixel_agent(tmp_path):
+    from sb3_dreamer import Dreamer
+    from sb3_dreamer.envs import make_dmc_env  # before shimmy: picks headless rendering
+
+    pytest.importorskip("shimmy")
+
+    Dreamer("CnnPolicy", make_dmc_env("cartpole-balance"), **TINY_PIXELS).learn(64).save(tmp_path / "agent")
+    out = run("examples/diagnose_dmc_cartpole.py", str(tmp_path / "agent.zip"), "--episodes", "1")
+    cells = next(line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 0 |"))
+    assert len(cells) == 10 and 0 <= float(cells[1]) <= 1000
+    assert all(0 <= float(cell) <= 1 for cell in cells[2:6])  # the four factors
 
 
 def test_diagnose_update_prints_the_critic_gap_terminal_probe_gradient_agreement_and_catch_up_curves(tmp_path):
