@@ -164,7 +164,7 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
 
     The run is labelled ``algo + tag`` in its CSV name and rows (a tagged Dreamer variant). With
     ``save_model`` the model is saved beside the CSV (same name, ``.zip``) after every evaluation,
-    so that a stopped run leaves its latest agent for ``examples/diagnose_critic.py`` and friends."""
+    so that a stopped run leaves its latest agent (for ``examples/diagnose_dmc_cartpole.py``)."""
     algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs, threads, save_model = job
     import torch
     from stable_baselines3.common.callbacks import BaseCallback

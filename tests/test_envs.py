@@ -45,7 +45,7 @@ def test_dmc_helper_runs_inside_learn(observation):
     model = Dreamer(policy, env, **TINY)
     model.learn(16)
     assert model._n_updates > 0
-    # predict takes the env's own observations, as evaluate_policy's VecEnv copies would give them
+    # predict takes the env's own observations directly, not only the VecEnv copies learn and evaluate see
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(action)
