@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -36,13 +37,23 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """Map ``"fp32"``, ``"bf16"`` or ``"auto"`` to the compute dtype on ``device``.
 
     ``"auto"`` picks bfloat16 on CUDA devices that support it and on CPUs with native bf16
-    instructions, float32 everywhere else.
+    instructions, float32 everywhere else. ``"bf16"`` on a CPU without them is honoured with a
+    ``UserWarning``: there bf16 is emulated, and a pixel update ran 13x slower than in float32 on a
+    2-core AMD EPYC with AVX2 only (``docs/benchmarks.md``, section B).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32":
         return torch.float32
     if precision == "bf16":
+        if device.type == "cpu" and not cpu_has_fast_bf16():
+            warnings.warn(
+                "precision='bf16' on a CPU without native bfloat16 instructions (avx512_bf16 or "
+                "amx_bf16): bf16 matmuls are emulated and training runs many times slower than in "
+                "float32; use precision='auto' or 'fp32'",
+                UserWarning,
+                stacklevel=2,
+            )
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32

@@ -1,0 +1,67 @@
+"""Compute-precision selection: ``precision="auto"`` follows the hardware, and a forced ``"bf16"``
+on a CPU that would emulate it is honoured with a warning."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from sb3_dreamer import Dreamer
+from sb3_dreamer import precision as precision_module
+from sb3_dreamer.precision import active_compute_dtype, autocast, cpu_has_fast_bf16, resolve_precision
+from tests.conftest import CueEnv
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(params=[True, False], ids=["native-bf16", "emulated-bf16"])
+def native_bf16(request, monkeypatch) -> bool:
+    """Pretend the CPU has (or lacks) native bfloat16 instructions."""
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: request.param)
+    return request.param
+
+
+def test_detection_reads_the_cpu_flags():
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        flags = set(cpuinfo.read().split())
+    assert cpu_has_fast_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def test_auto_follows_the_cpu(native_bf16):
+    expected = torch.bfloat16 if native_bf16 else torch.float32
+    assert resolve_precision("auto", CPU) == expected
+
+
+def test_forced_precisions_are_honoured(native_bf16):
+    assert resolve_precision("fp32", CPU) == torch.float32
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert resolve_precision("bf16", CPU) == torch.bfloat16
+    messages = [str(warning.message) for warning in caught if issubclass(warning.category, UserWarning)]
+    if native_bf16:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and "emulated" in messages[0]
+
+
+def test_unknown_precision_raises():
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", CPU)
+
+
+def test_model_takes_the_resolved_dtype(native_bf16, tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, "precision": "auto"})
+    assert model.policy.compute_dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+
+
+def test_autocast_sets_the_matmul_dtype():
+    layer = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    with autocast(CPU, torch.bfloat16):
+        assert active_compute_dtype("cpu") == torch.bfloat16
+        assert layer(x).dtype == torch.bfloat16
+    with autocast(CPU, torch.float32):
+        assert active_compute_dtype("cpu") == torch.float32
+        assert layer(x).dtype == torch.float32
