@@ -25,6 +25,9 @@ Pixel tasks use the Dreamer preprocessing of :mod:`sb3_dreamer.envs`; their budg
     python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer \
         --steps 100000 --eval-freq 10000 --eval-episodes 5 --seeds 0 --jobs 1
     python examples/benchmark_sb3.py --env ALE/Pong-v5 --algos dreamer --steps 200000 --seeds 0 --jobs 1
+
+A run longer than one sitting saves its model and replay buffer after every evaluation
+(``--save-models``); the same command with ``--resume`` continues it from there.
 """
 
 from __future__ import annotations
@@ -159,13 +162,20 @@ def file_stem(env_id: str) -> str:
     return env_id.replace("/", "-")
 
 
-def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], int, bool]) -> str:
+def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], int, bool, bool]) -> str:
     """Train one (algo, env, seed) run and write its evaluation CSV; returns the CSV path.
 
     The run is labelled ``algo + tag`` in its CSV name and rows (a tagged Dreamer variant). With
     ``save_model`` the model is saved beside the CSV (same name, ``.zip``) after every evaluation,
-    so that a stopped run leaves its latest agent (for ``examples/diagnose_dmc_cartpole.py``)."""
-    algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs, threads, save_model = job
+    with its replay buffer (``_buffer.pkl``) for the off-policy algorithms, so that a stopped run
+    leaves its latest agent (for ``examples/diagnose_dmc_cartpole.py``) and can be continued. With
+    ``resume`` a run whose CSV and model are there continues from its last evaluation
+    (``load`` + ``load_replay_buffer`` + ``learn(reset_num_timesteps=False)``); its CSV keeps the
+    earlier rows and its ``wall_seconds`` go on from the last of them. The continued run is not
+    bit-identical to an uninterrupted one: the train and eval envs restart from fresh episodes."""
+    algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs, threads, save_model, resume = (
+        job
+    )
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -177,11 +187,29 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
     eval_freq //= repeat
     model = make_model(algo, env_id, seed, total_steps, dreamer_kwargs)
     label = algo + tag
-    eval_env = Monitor(make_env(env_id))
-    eval_env.reset(seed=10_000 + seed)
-    rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
     path = Path(out) / f"{file_stem(env_id)}_{label}_seed{seed}.csv"
+    model_path = path.with_suffix(".zip")
+    buffer_path = path.with_name(path.stem + "_buffer.pkl")
+    rows: list[dict[str, Any]] = []
+    elapsed_before = 0.0
+    if resume and path.exists() and model_path.exists():
+        with open(path) as handle:
+            rows = list(csv.DictReader(handle))
+        # the fresh model only supplies the class and the train env (with the entry's n_envs)
+        model = type(model).load(model_path, env=model.get_env())
+        if hasattr(model, "load_replay_buffer"):
+            if not buffer_path.exists():
+                raise FileNotFoundError(f"cannot resume {path.name}: its replay buffer {buffer_path} is missing")
+            model.load_replay_buffer(buffer_path)
+        elapsed_before = float(rows[-1]["wall_seconds"])
+        if int(rows[-1]["steps"]) != model.num_timesteps * repeat:
+            raise ValueError(
+                f"{model_path} is at {model.num_timesteps * repeat} env steps, {path} at {rows[-1]['steps']}"
+            )
+        print(f"[{label} {env_id} seed {seed}] resuming at {rows[-1]['steps']} env steps", flush=True)
+    eval_env = Monitor(make_env(env_id))
+    eval_env.reset(seed=10_000 + seed + model.num_timesteps)
+    start = time.perf_counter() - elapsed_before
 
     def write_rows() -> None:
         """Rewrite the CSV after every evaluation, so that a long run leaves a partial curve."""
@@ -207,7 +235,9 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
         )
         write_rows()
         if save_model:
-            model.save(path.with_suffix(".zip"))
+            model.save(model_path)
+            if hasattr(model, "save_replay_buffer"):
+                model.save_replay_buffer(buffer_path)
         print(
             f"[{label} {env_id} seed {seed}] {steps * repeat} env steps: {mean:.1f} +- {std:.1f} ({rows[-1]['wall_seconds']} s)",
             flush=True,
@@ -216,7 +246,7 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
     class EvalEvery(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
-            self.next_eval = eval_freq
+            self.next_eval = model.num_timesteps + eval_freq
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next_eval:
@@ -224,7 +254,7 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
                 self.next_eval += eval_freq
             return True
 
-    model.learn(total_steps, callback=EvalEvery())
+    model.learn(total_steps - model.num_timesteps, callback=EvalEvery(), reset_num_timesteps=not rows)
     return str(path)
 
 
@@ -306,7 +336,14 @@ def main() -> None:
     )
     parser.add_argument("--tag", default="", help="appended to the Dreamer runs' names, e.g. _r512 (a variant)")
     parser.add_argument(
-        "--save-models", action="store_true", help="save each model beside its CSV (.zip) after every evaluation"
+        "--save-models",
+        action="store_true",
+        help="save each model (.zip) and replay buffer (_buffer.pkl) beside its CSV after every evaluation",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each run from the model and replay buffer --save-models left (implies --save-models)",
     )
     args = parser.parse_args()
     tags = {algo: args.tag if algo.startswith("dreamer") else "" for algo in args.algos}
@@ -325,7 +362,8 @@ def main() -> None:
                 tags[algo],
                 args.dreamer_kwargs,
                 args.threads,
-                args.save_models,
+                args.save_models or args.resume,
+                args.resume,
             )
             for algo in args.algos
             for seed in args.seeds

@@ -63,6 +63,37 @@ def test_benchmark_sb3_tagged_variant_gets_its_own_csv_and_row(tmp_path):
     assert (tmp_path / "CartPole-v1_variant.png").exists() and not (tmp_path / "CartPole-v1.png").exists()
 
 
+def test_benchmark_sb3_resume_continues_a_stopped_run_from_its_model_and_buffer(tmp_path):
+    from stable_baselines3.common.save_util import load_from_pkl
+
+    from sb3_dreamer import Dreamer
+
+    common = (
+        "examples/benchmark_sb3.py", "--env", "CartPole-v1", "--algos", "dreamer", "--seeds", "0",
+        "--eval-freq", "300", "--eval-episodes", "1", "--jobs", "1", "--out", str(tmp_path),
+        "--dreamer-kwargs", '{"learning_starts": 200, "train_freq": 10}',
+    )  # fmt: skip
+    run(*common, "--steps", "600", "--save-models")
+    csv_path = tmp_path / "CartPole-v1_dreamer_seed0.csv"
+    first_rows = csv_path.read_text().splitlines()
+    # (the buffer keeps each episode's final observation as an extra row: more rows than steps)
+    rows_at_600 = load_from_pkl(tmp_path / "CartPole-v1_dreamer_seed0_buffer.pkl").size()
+    assert len(first_rows) == 3 and rows_at_600 >= 600
+    updates_at_600 = Dreamer.load(tmp_path / "CartPole-v1_dreamer_seed0.zip")._n_updates
+
+    out = run(*common, "--steps", "900", "--resume")
+    assert "resuming at 600 env steps" in out
+    rows = csv_path.read_text().splitlines()
+    # the earlier rows are kept as they were, one evaluation is added, and the clock goes on
+    assert rows[:3] == first_rows and len(rows) == 4 and rows[3].split(",")[3] == "900"
+    assert float(rows[3].split(",")[-1]) > float(first_rows[2].split(",")[-1])
+    resumed = Dreamer.load(tmp_path / "CartPole-v1_dreamer_seed0.zip")
+    # training went on: one update per 10 env steps from 610 (saved at 900 before that round's update)
+    assert resumed.num_timesteps == 900 and resumed._n_updates == updates_at_600 + 29
+    # the buffer went on from the saved one instead of starting empty
+    assert load_from_pkl(tmp_path / "CartPole-v1_dreamer_seed0_buffer.pkl").size() >= rows_at_600 + 300
+
+
 def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
     spec = importlib.util.spec_from_file_location("benchmark_sb3", ROOT / "examples" / "benchmark_sb3.py")
     module = importlib.util.module_from_spec(spec)
