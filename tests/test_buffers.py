@@ -430,6 +430,73 @@ def test_save_load_round_trip_restores_sampler(tmp_path) -> None:
     np.testing.assert_array_equal(loaded._needs_first, buffer._needs_first)
 
 
+def _assert_same_rows(loaded: SequenceReplayBuffer, buffer: SequenceReplayBuffer) -> None:
+    for name in ("actions", "rewards", "is_first", "is_terminal", "positions", "filled"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(buffer, name), err_msg=name)
+
+
+@pytest.mark.parametrize("dict_obs", [False, True])
+def test_pickle_holds_the_stored_rows_not_the_capacity(tmp_path, dict_obs: bool) -> None:
+    image_space = spaces.Box(0, 255, (3, 16, 16), np.uint8)
+    space = spaces.Dict({"image": image_space, "vec": VEC_SPACE}) if dict_obs else image_space
+    capacity = 5_000  # 3.8 MB of frames per stream at full capacity
+    buffer = make_buffer(buffer_size=2 * capacity, sequence_length=3, n_envs=2, observation_space=space)
+
+    def add_steps(target: SequenceReplayBuffer, n: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(n):
+            obs = {"image": rng.integers(0, 256, (2, 3, 16, 16), np.uint8), "vec": rng.normal(size=(2, 3))}
+            obs = obs if dict_obs else obs["image"]
+            target.add(obs, obs, rng.uniform(-1, 1, (2, 2)), rng.normal(size=2), np.array([False, False]), [{}, {}])
+
+    def frames(target: SequenceReplayBuffer) -> np.ndarray:
+        return target.observations["image"] if dict_obs else target.observations
+
+    add_steps(buffer, 40, seed=0)
+    path = tmp_path / "buffer.pkl"
+    save_to_pkl(path, buffer)
+    assert path.stat().st_size < 41 * 2 * 768 + 10_000  # the 41 stored rows, not 7.7 MB of zeros
+    loaded = load_from_pkl(path)
+
+    assert frames(loaded).shape == frames(buffer).shape == (capacity, 2, 3, 16, 16)
+    np.testing.assert_array_equal(frames(loaded), frames(buffer))
+    if dict_obs:
+        np.testing.assert_array_equal(loaded.observations["vec"], buffer.observations["vec"])
+    _assert_same_rows(loaded, buffer)
+    # the loaded buffer goes on storing and sampling like the original
+    add_steps(buffer, 5, seed=1)
+    add_steps(loaded, 5, seed=1)
+    _assert_same_rows(loaded, buffer)
+    for expected, actual in zip(buffer.sample(6), loaded.sample(6), strict=True):
+        if isinstance(expected, dict):
+            for key in expected:
+                torch.testing.assert_close(actual[key], expected[key])
+        else:
+            torch.testing.assert_close(actual, expected)
+
+
+def test_a_full_ring_buffer_and_an_uncompacted_pickle_load_unchanged(tmp_path) -> None:
+    buffer = make_buffer(buffer_size=10, sequence_length=3)
+    streams = CounterStreams(n_envs=1)
+    for _ in range(23):  # wraps around the 10 rows twice
+        buffer.add(*streams.step([CONTINUE]))
+    path = tmp_path / "buffer.pkl"
+    save_to_pkl(path, buffer)
+    loaded = load_from_pkl(path)
+    _assert_same_rows(loaded, buffer)
+    np.testing.assert_array_equal(loaded.observations, buffer.observations)
+    # a pickle of the full arrays (the format before compact pickling) loads the same rows
+    partly_filled = make_buffer(buffer_size=10, sequence_length=3)
+    streams = CounterStreams(n_envs=1)
+    for _ in range(4):
+        partly_filled.add(*streams.step([CONTINUE]))
+    old_format = SequenceReplayBuffer.__new__(SequenceReplayBuffer)
+    old_format.__setstate__(dict(partly_filled.__dict__))
+    assert old_format.observations.shape == (10, 1, 3) and old_format.actions.shape == (10, 1, 2)
+    np.testing.assert_array_equal(old_format.observations, partly_filled.observations)
+    _assert_same_rows(old_format, partly_filled)
+
+
 def test_seed_makes_sampling_reproducible() -> None:
     buffer = make_buffer(buffer_size=20, sequence_length=3, n_envs=2)
     streams = CounterStreams(n_envs=2)
