@@ -172,7 +172,8 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
     ``resume`` a run whose CSV and model are there continues from its last evaluation
     (``load`` + ``load_replay_buffer`` + ``learn(reset_num_timesteps=False)``); its CSV keeps the
     earlier rows and its ``wall_seconds`` go on from the last of them. The continued run is not
-    bit-identical to an uninterrupted one: the train and eval envs restart from fresh episodes."""
+    bit-identical to an uninterrupted one: the train and eval envs restart from fresh episodes, and
+    the model was saved before the update that followed its last evaluation."""
     algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs, threads, save_model, resume = (
         job
     )
@@ -192,7 +193,9 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
     buffer_path = path.with_name(path.stem + "_buffer.pkl")
     rows: list[dict[str, Any]] = []
     elapsed_before = 0.0
-    if resume and path.exists() and model_path.exists():
+    if resume and path.exists():
+        if not model_path.exists():
+            raise FileNotFoundError(f"cannot resume {path.name}: its model {model_path} is missing")
         with open(path) as handle:
             rows = list(csv.DictReader(handle))
         # the fresh model only supplies the class and the train env (with the entry's n_envs)
@@ -254,7 +257,8 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
                 self.next_eval += eval_freq
             return True
 
-    model.learn(total_steps - model.num_timesteps, callback=EvalEvery(), reset_num_timesteps=not rows)
+    if model.num_timesteps < total_steps:
+        model.learn(total_steps - model.num_timesteps, callback=EvalEvery(), reset_num_timesteps=not rows)
     return str(path)
 
 

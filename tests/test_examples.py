@@ -92,6 +92,15 @@ def test_benchmark_sb3_resume_continues_a_stopped_run_from_its_model_and_buffer(
     assert resumed.num_timesteps == 900 and resumed._n_updates == updates_at_600 + 29
     # the buffer went on from the saved one instead of starting empty
     assert load_from_pkl(tmp_path / "CartPole-v1_dreamer_seed0_buffer.pkl").size() >= rows_at_600 + 300
+    # a finished run is left as it is; a CSV without its model is not silently restarted
+    assert "resuming at 900 env steps" in run(*common, "--steps", "900", "--resume")
+    assert csv_path.read_text().splitlines() == rows
+    (tmp_path / "CartPole-v1_dreamer_seed0.zip").unlink()
+    result = subprocess.run(
+        [sys.executable, *common, "--steps", "1200", "--resume"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0 and "its model" in result.stderr and "is missing" in result.stderr
+    assert csv_path.read_text().splitlines() == rows
 
 
 def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
