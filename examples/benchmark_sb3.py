@@ -36,6 +36,7 @@ import argparse
 import csv
 import json
 import multiprocessing as mp
+import os
 import platform
 import time
 from pathlib import Path
@@ -169,11 +170,14 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
     ``save_model`` the model is saved beside the CSV (same name, ``.zip``) after every evaluation,
     with its replay buffer (``_buffer.pkl``) for the off-policy algorithms, so that a stopped run
     leaves its latest agent (for ``examples/diagnose_dmc_cartpole.py``) and can be continued. With
-    ``resume`` a run whose CSV and model are there continues from its last evaluation
-    (``load`` + ``load_replay_buffer`` + ``learn(reset_num_timesteps=False)``); its CSV keeps the
-    earlier rows and its ``wall_seconds`` go on from the last of them. The continued run is not
-    bit-identical to an uninterrupted one: the train and eval envs restart from fresh episodes, and
-    the model was saved before the update that followed its last evaluation."""
+    ``resume`` a run whose CSV is there continues from its last evaluation (``load`` +
+    ``load_replay_buffer`` + ``learn(reset_num_timesteps=False)``; a CSV without its model or
+    buffer is an error); the saved model's settings are kept, whatever the packaged entry or
+    ``dreamer_kwargs`` say now. Its CSV keeps the earlier rows and its ``wall_seconds`` (which
+    leave out the time spent saving) go on from the last of them. The continued run is not
+    bit-identical to an uninterrupted one: the train and eval envs restart from fresh episodes
+    (seeded by the step count), and the model was saved before the update that followed its last
+    evaluation."""
     algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs, threads, save_model, resume = (
         job
     )
@@ -205,14 +209,21 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
                 raise FileNotFoundError(f"cannot resume {path.name}: its replay buffer {buffer_path} is missing")
             model.load_replay_buffer(buffer_path)
         elapsed_before = float(rows[-1]["wall_seconds"])
-        if int(rows[-1]["steps"]) != model.num_timesteps * repeat:
+        last_eval = int(rows[-1]["steps"]) // repeat
+        # an evaluation runs at the first step count at or past its target: with n_envs > 1 the
+        # model may be up to n_envs - 1 steps past the step the CSV records
+        if not 0 <= model.num_timesteps - last_eval < model.n_envs:
             raise ValueError(
                 f"{model_path} is at {model.num_timesteps * repeat} env steps, {path} at {rows[-1]['steps']}"
             )
+        # load re-seeded the train env with the run's seed: new episodes, not the run's first ones
+        model.get_env().seed(seed + model.num_timesteps)
         print(f"[{label} {env_id} seed {seed}] resuming at {rows[-1]['steps']} env steps", flush=True)
     eval_env = Monitor(make_env(env_id))
     eval_env.reset(seed=10_000 + seed + model.num_timesteps)
+    next_eval = (int(rows[-1]["steps"]) // repeat if rows else 0) + eval_freq
     start = time.perf_counter() - elapsed_before
+    saving_seconds = 0.0  # time spent saving, left out of the wall-clock
 
     def write_rows() -> None:
         """Rewrite the CSV after every evaluation, so that a long run leaves a partial curve."""
@@ -233,23 +244,35 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
                 std=std,
                 # the published DMC curves are training-episode returns (stochastic policy)
                 train_return=np.mean([info["r"] for info in list(model.ep_info_buffer)[-5:]] or [np.nan]),
-                wall_seconds=round(time.perf_counter() - start, 1),
+                wall_seconds=round(time.perf_counter() - start - saving_seconds, 1),
             )
         )
-        write_rows()
         if save_model:
-            model.save(model_path)
-            if hasattr(model, "save_replay_buffer"):
-                model.save_replay_buffer(buffer_path)
+            save(model)
+        write_rows()  # last: a CSV row is only written once the model and buffer it names are
         print(
             f"[{label} {env_id} seed {seed}] {steps * repeat} env steps: {mean:.1f} +- {std:.1f} ({rows[-1]['wall_seconds']} s)",
             flush=True,
         )
 
+    def save(trained: Any) -> None:
+        """Save the model and (off-policy) its replay buffer, each through a temporary file, so that
+        a run stopped while saving keeps the previous pair."""
+        nonlocal saving_seconds
+        began = time.perf_counter()
+        staged = {model_path: model_path.with_suffix(".partial.zip")}
+        trained.save(staged[model_path])
+        if hasattr(trained, "save_replay_buffer"):
+            staged[buffer_path] = buffer_path.with_suffix(".partial.pkl")
+            trained.save_replay_buffer(staged[buffer_path])
+        for final, partial in staged.items():
+            os.replace(partial, final)
+        saving_seconds += time.perf_counter() - began
+
     class EvalEvery(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
-            self.next_eval = model.num_timesteps + eval_freq
+            self.next_eval = next_eval
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next_eval:

@@ -246,6 +246,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         stored = int(state["filled"].max())
 
         def grown(rows: np.ndarray) -> np.ndarray:
+            """``(stored or more, ...)`` -> ``(capacity, ...)``: the stored rows, then fresh zeros."""
             if stored == capacity:
                 return rows
             full = np.zeros((capacity, *rows.shape[1:]), dtype=rows.dtype)

@@ -485,6 +485,18 @@ def test_a_full_ring_buffer_and_an_uncompacted_pickle_load_unchanged(tmp_path) -
     loaded = load_from_pkl(path)
     _assert_same_rows(loaded, buffer)
     np.testing.assert_array_equal(loaded.observations, buffer.observations)
+    # streams at different fill levels: env 1 stores a reset row after each of its episodes
+    uneven = make_buffer(buffer_size=40, sequence_length=2, n_envs=2)
+    streams = CounterStreams(n_envs=2)
+    for _ in range(6):
+        uneven.add(*streams.step([CONTINUE, TERMINATE]))
+    assert uneven.filled.tolist() == [7, 12]
+    save_to_pkl(path, uneven)
+    loaded = load_from_pkl(path)
+    _assert_same_rows(loaded, uneven)
+    np.testing.assert_array_equal(loaded.observations, uneven.observations)
+    for expected, actual in zip(uneven.sample(8), loaded.sample(8), strict=True):
+        torch.testing.assert_close(actual, expected)
     # a pickle of the full arrays (the format before compact pickling) loads the same rows
     partly_filled = make_buffer(buffer_size=10, sequence_length=3)
     streams = CounterStreams(n_envs=1)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stable_baselines3 import PPO
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The smallest pixel agent that trains within a few seconds.
@@ -101,6 +102,19 @@ def test_benchmark_sb3_resume_continues_a_stopped_run_from_its_model_and_buffer(
     )
     assert result.returncode != 0 and "its model" in result.stderr and "is missing" in result.stderr
     assert csv_path.read_text().splitlines() == rows
+
+
+def test_benchmark_sb3_resume_continues_a_run_of_several_envs_saved_past_its_evaluation_step(tmp_path):
+    # PPO on CartPole-v1 steps 8 envs at a time: the evaluation at 300 runs (and saves) at step 304
+    common = (
+        "examples/benchmark_sb3.py", "--env", "CartPole-v1", "--algos", "ppo", "--seeds", "0",
+        "--eval-freq", "300", "--eval-episodes", "1", "--jobs", "1", "--out", str(tmp_path),
+    )  # fmt: skip
+    run(*common, "--steps", "300", "--save-models")
+    assert PPO.load(tmp_path / "CartPole-v1_ppo_seed0.zip").num_timesteps == 304
+    assert "resuming at 300 env steps" in run(*common, "--steps", "600", "--resume")
+    steps = [line.split(",")[3] for line in (tmp_path / "CartPole-v1_ppo_seed0.csv").read_text().splitlines()[1:]]
+    assert steps == ["300", "600"]
 
 
 def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
