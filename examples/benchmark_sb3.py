@@ -316,12 +316,15 @@ def summarise(out: Path, env_id: str, algos: list[str], plot_suffix: str = "") -
         steps = sorted(curves)
         means = np.array([np.mean(curves[s]) for s in steps])
         stds = np.array([np.std(curves[s]) for s in steps])
-        ax.plot(steps, means, label=f"{algo} ({len(curves[steps[0]])} seeds)")
+        first, last = len(curves[steps[0]]), len(curves[steps[-1]])
+        # runs stopped early leave fewer seeds at the larger budgets
+        seeds = f"{first} seeds" if first == last else f"{first} seeds, {last} at {steps[-1] // 1000}k"
+        ax.plot(steps, means, label=f"{algo} ({seeds})")
         ax.fill_between(steps, means - stds, means + stds, alpha=0.2)
     if threshold is not None:
         ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label="threshold")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("mean eval return (10 episodes, deterministic)")
+    ax.set_ylabel("mean eval return (deterministic)")
     ax.set_title(env_id)
     ax.legend()
     fig.tight_layout()
