@@ -21,7 +21,7 @@ from stable_baselines3.common.monitor import Monitor
 from sb3_dreamer import Dreamer
 from sb3_dreamer.envs import make_dmc_env, make_vec_dreamer_env
 from sb3_dreamer.hyperparams import load_hyperparams
-from sb3_dreamer.video import write_imagination_gif
+from sb3_dreamer.video import write_imagination_video
 
 #: A seconds-long run: the smallest model, short sequences, training after 64 steps.
 TINY = {"model_size": "tiny", "batch_size": 2, "sequence_length": 8, "learning_starts": 64, "train_freq": 8}
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--task", default="cartpole-balance", help="DMC <domain>-<task>")
     parser.add_argument("--steps", type=int, default=None, help="agent steps (default: the packaged budget)")
     parser.add_argument("--video-every", type=int, default=2000, help="updates between imagination videos")
-    parser.add_argument("--gif", default="imagination.gif", help="where to write the final imagination GIF")
+    parser.add_argument("--video", default="imagination.gif", help="final imagination video (.gif or .mp4)")
     parser.add_argument("--tensorboard", default="runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="a smoke run with a tiny model and budget")
@@ -62,7 +62,7 @@ def main() -> None:
         eval_env = gym.wrappers.TimeLimit(eval_env, max_episode_steps=50)
     mean, std = evaluate_policy(model, Monitor(eval_env), n_eval_episodes=1 if args.tiny else 5)
     print(f"Evaluation return: {mean:.1f} +/- {std:.1f}")
-    print(f"Imagination video: {write_imagination_gif(model, args.gif)}")
+    print(f"Imagination video: {write_imagination_video(model, args.video)}")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,11 @@ class Dreamer(OffPolicyAlgorithm):
         _init_setup_model: bool = True,
     ) -> None:
         overrides = dict(hyperparams or {})
+        if "version" in overrides:
+            raise ValueError(
+                f"hyperparams holds version={overrides['version']!r}; choose the algorithm set with the version "
+                f"argument (here {version!r}), not as a hyperparameter"
+            )
         named = {
             "gamma": gamma,
             "return_lambda": return_lambda,
@@ -306,11 +311,11 @@ class Dreamer(OffPolicyAlgorithm):
     def _log_imagination_video(self) -> None:
         from stable_baselines3.common.logger import Video
 
-        from sb3_dreamer.video import imagination_frames
+        from sb3_dreamer.video import as_rgb, imagination_frames
 
         context = min(5, self.sequence_length - 1)
-        frames = imagination_frames(self.policy, self.replay_buffer, context=context)  # (T, H, W, C)
-        video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]  # (1, T, C, H, W)
+        frames = imagination_frames(self.policy, self.replay_buffer, context=context, env=self._vec_normalize_env)
+        video = torch.from_numpy(as_rgb(frames)).permute(0, 3, 1, 2)[None]  # (T, H, W, 3) -> (1, T, 3, H, W)
         self.logger.record("imagination/video", Video(video, fps=8), exclude=("stdout", "log", "json", "csv"))
 
     def learn(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
@@ -73,9 +74,13 @@ class StepOutput(NamedTuple):
 
 
 def split_observation_space(observation_space: spaces.Space) -> tuple[dict[str, tuple[int, int, int]], dict[str, int]]:
-    """Image inputs ``{key: (C, H, W)}`` (3-D ``uint8`` Boxes, channel-first as SB3's
-    ``VecTransposeImage`` hands them over) and vector inputs ``{key: flattened size}`` (every other
-    Box) of a ``Box`` or ``Dict`` observation space; other spaces raise ``TypeError``."""
+    """Image inputs ``{key: (C, H, W)}`` and vector inputs ``{key: flattened size}`` of a ``Box``
+    or ``Dict`` observation space; other spaces raise ``TypeError``.
+
+    Images are what SB3 calls images (``is_image_space``: 3-D ``uint8`` Boxes with bounds [0, 255]),
+    channel-first as SB3's ``VecTransposeImage`` hands them over (channel-last ones raise
+    ``ValueError``); every other Box, a 3-D ``uint8`` one with other bounds included, is a vector.
+    """
     if isinstance(observation_space, spaces.Box):
         subspaces = {SINGLE_KEY: observation_space}
     elif isinstance(observation_space, spaces.Dict):
@@ -90,7 +95,13 @@ def split_observation_space(observation_space: spaces.Space) -> tuple[dict[str, 
         )
     images, vectors = {}, {}
     for key, space in subspaces.items():
-        if len(space.shape) == 3 and space.dtype == np.uint8:
+        if is_image_space(space, check_channels=False):
+            if not is_image_space_channels_first(space):
+                raise ValueError(
+                    f"image observation {key!r} of shape {space.shape} is channel-last; Dreamer takes "
+                    "channel-first (C, H, W) images, as SB3's VecTransposeImage hands them over (pass the env "
+                    "to Dreamer, which wraps it, or wrap it yourself)"
+                )
             images[key] = (int(space.shape[0]), int(space.shape[1]), int(space.shape[2]))
         else:
             vectors[key] = int(np.prod(space.shape))
@@ -106,9 +117,10 @@ def _add_time_axis(observation: torch.Tensor | dict[str, torch.Tensor]) -> torch
 class DreamerPolicy(BasePolicy):
     """World model + actor-critic for image, vector and Dict observations.
 
-    ``MlpPolicy``, ``CnnPolicy`` and ``MultiInputPolicy`` are all this class: 3-D ``uint8`` inputs
-    (any size above 6x6, channel-first) get a convolutional encoder and decoder, every other ``Box``
-    is flattened into a symlog MLP encoder, and Dict observations combine both.
+    ``MlpPolicy``, ``CnnPolicy`` and ``MultiInputPolicy`` are all this class: images (3-D ``uint8``
+    with bounds [0, 255], any size above 6x6, channel-first) get a convolutional encoder and
+    decoder, every other ``Box`` is flattened into a symlog MLP encoder, and Dict observations
+    combine both.
 
     :param observation_space: a ``Box`` or a ``Dict`` of ``Box`` entries
     :param action_space: ``Box``, ``Discrete``, ``MultiDiscrete`` or ``MultiBinary``
@@ -150,16 +162,15 @@ class DreamerPolicy(BasePolicy):
         )
         self.world_model = WorldModel(encoder, decoder, encoder.embed_size, self.action_spec.encoding_size, cfg)
         self.actor_critic = ActorCritic(cfg.feature_size, self.action_spec, cfg)
-        # Adam with decoupled weight decay (V2's; 0 for V1/V3), which is AdamW in every torch version
-        adam = dict(weight_decay=cfg.weight_decay)
-        self.world_model_optimizer = torch.optim.AdamW(
-            self.world_model.parameters(), lr=lr_schedule(1.0), eps=cfg.model_eps, **adam
+        # plain Adam; V2's weight decay is applied in `_step_if_finite`, independent of the rate
+        self.world_model_optimizer = torch.optim.Adam(
+            self.world_model.parameters(), lr=lr_schedule(1.0), eps=cfg.model_eps
         )
-        self.actor_optimizer = torch.optim.AdamW(
-            self.actor_critic.actor.parameters(), lr=cfg.actor_lr, eps=cfg.actor_critic_eps, **adam
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor_critic.actor.parameters(), lr=cfg.actor_lr, eps=cfg.actor_critic_eps
         )
-        self.critic_optimizer = torch.optim.AdamW(
-            self.actor_critic.critic.parameters(), lr=cfg.critic_lr, eps=cfg.actor_critic_eps, **adam
+        self.critic_optimizer = torch.optim.Adam(
+            self.actor_critic.critic.parameters(), lr=cfg.critic_lr, eps=cfg.actor_critic_eps
         )
         self.optimizer = self.world_model_optimizer
         #: dtype of matmuls under autocast; set by ``Dreamer`` from its ``precision`` argument
@@ -361,11 +372,20 @@ class DreamerPolicy(BasePolicy):
             for param in params:
                 param.requires_grad_(True)
 
-    @staticmethod
-    def _step_if_finite(optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
-        """Apply ``optimizer`` only when the loss and the gradient norm are finite."""
+    def _step_if_finite(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """Apply ``optimizer`` only when the loss and the gradient norm are finite.
+
+        With ``weight_decay`` > 0 (V2) every parameter is first multiplied by ``1 - weight_decay``,
+        as the DreamerV2 authors' optimiser does: a decay per update that does not scale with the
+        learning rate (``AdamW``'s ``lr * weight_decay`` would be 3e-10 at V2's rates, below
+        float32's resolution around 1, so no decay at all).
+        """
         finite = bool(torch.isfinite(torch.stack([loss.detach().float(), grad_norm.float()])).all())
         if finite:
+            if self.config.weight_decay > 0.0:
+                params = [param for group in optimizer.param_groups for param in group["params"]]
+                with torch.no_grad():
+                    torch._foreach_mul_(params, 1.0 - self.config.weight_decay)
             optimizer.step()
         return finite
 

@@ -93,7 +93,9 @@ class DreamerConfig:
         reward and continue losses (1 in all three papers; the authors' code exposes them as
         loss scales).
         ``model_lr``, ``model_eps``, ``model_grad_clip``: Adam and global-norm clipping.
-        ``weight_decay``: decoupled weight decay of all three optimisers (V2).
+        ``weight_decay``: each update multiplies every parameter of the three networks by
+        ``1 - weight_decay`` before Adam's step, whatever the learning rate, as the V2 authors'
+        optimiser does (V2: 1e-6).
 
     Behaviour
         ``horizon``: imagination steps; ``gamma`` and ``return_lambda``: λ-return.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_dreamer.buffers import SequenceReplayBuffer
 from sb3_dreamer.networks import as_dict
@@ -23,10 +24,13 @@ def imagination_frames(
     context: int = 5,
     n_sequences: int = 4,
     key: str | None = None,
+    env: VecNormalize | None = None,
 ) -> np.ndarray:
     """Video frames ``(T, 3*H, n_sequences*W, C)`` uint8 for one image input of the policy.
 
     :param key: image key for Dict observations (default: the first image key)
+    :param env: the ``VecNormalize`` wrapper the model trains through, if any, so that the replayed
+        vector inputs are normalised as in training
     """
     image_keys = policy.world_model.decoder.image_keys
     if not image_keys:
@@ -34,7 +38,7 @@ def imagination_frames(
     key = key or image_keys[0]
     if key not in image_keys:
         raise ValueError(f"{key!r} is not an image input; image inputs: {image_keys}")
-    batch = replay_buffer.sample(n_sequences)
+    batch = replay_buffer.sample(n_sequences, env=env)
     predictions = policy.world_model.open_loop(
         batch.observations, policy.encode_actions(batch.actions), batch.is_first, context
     )[key]  # (T, B, C, H, W)
@@ -46,7 +50,20 @@ def imagination_frames(
     return (grid.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
 
 
-def write_imagination_gif(
+def as_rgb(frames: np.ndarray) -> np.ndarray:
+    """Frames ``(T, H, W, C)`` as RGB, which video encoders (tensorboard's too) need.
+
+    RGB (``C == 3``) stays; any other channel count (grayscale, stacked frames) is shown as
+    grayscale with the channels side by side: ``(T, H, C*W, 3)``.
+    """
+    steps, height, width, channels = frames.shape
+    if channels == 3:
+        return frames
+    side_by_side = frames.transpose(0, 1, 3, 2).reshape(steps, height, channels * width, 1)
+    return np.repeat(side_by_side, 3, axis=-1)
+
+
+def write_imagination_video(
     model: "Dreamer",  # noqa: F821 - avoid a circular import
     path: str | Path,
     context: int = 5,
@@ -54,14 +71,27 @@ def write_imagination_gif(
     fps: int = 8,
     key: str | None = None,
 ) -> Path:
-    """Write :func:`imagination_frames` of a trained ``Dreamer`` (from its replay buffer) as a GIF."""
-    from PIL import Image
+    """Write :func:`imagination_frames` of a trained ``Dreamer`` (from its replay buffer) to a file.
 
-    frames = imagination_frames(model.policy, model.replay_buffer, context, n_sequences, key)
-    if frames.shape[-1] == 1:
-        images = [Image.fromarray(frame[..., 0], mode="L") for frame in frames]
-    else:
-        images = [Image.fromarray(frame[..., :3]) for frame in frames]
+    The format follows the suffix: ``.gif`` (Pillow) or ``.mp4`` (H.264 through ``imageio`` with
+    ``imageio-ffmpeg``, both in the ``extra`` install; frames are padded with black to even sizes,
+    which H.264 needs).
+    """
     path = Path(path)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise ValueError(f"imagination videos are written as .gif or .mp4, got {path.name!r}")
+    frames = imagination_frames(model.policy, model.replay_buffer, context, n_sequences, key, model._vec_normalize_env)
+    rgb = as_rgb(frames)  # (T, H, W, 3)
+    if suffix == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(frame) for frame in rgb]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+        return path
+    import imageio.v2 as imageio
+
+    _, height, width, _ = rgb.shape
+    rgb = np.pad(rgb, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)))
+    imageio.mimwrite(path, list(rgb), fps=fps, codec="libx264", macro_block_size=1)
     return path

@@ -142,7 +142,7 @@ def test_benchmark_speed_prints_a_table():
 def test_dmc_pixels_trains_evaluates_and_writes_an_imagination_gif(tmp_path):
     pytest.importorskip("shimmy", reason="needs the dmc extra")
     gif = tmp_path / "imagination.gif"
-    out = run("examples/dmc_pixels.py", "--tiny", "--gif", str(gif), "--tensorboard", str(tmp_path / "runs"))
+    out = run("examples/dmc_pixels.py", "--tiny", "--video", str(gif), "--tensorboard", str(tmp_path / "runs"))
     assert "from pixels (64, 64, 3)" in out and "Evaluation return" in out
     assert gif.stat().st_size > 0
     assert list((tmp_path / "runs").rglob("events.out.tfevents.*"))

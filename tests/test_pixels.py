@@ -9,7 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 
 from sb3_dreamer import Dreamer
-from sb3_dreamer.networks import ConvDecoder, ConvEncoder, conv_stage_sizes
+from sb3_dreamer.networks import SINGLE_KEY, ConvDecoder, ConvEncoder, conv_stage_sizes
 
 PIXEL_KWARGS = dict(
     model_size="tiny",
@@ -52,6 +52,19 @@ def test_conv_encoder_decoder_round_trip_shapes(shape):
 def test_too_small_images_raise():
     with pytest.raises(ValueError, match="larger than"):
         ConvEncoder((1, 6, 6), depth=4)
+
+
+def test_images_are_what_sb3_calls_images():
+    """3-D uint8 Boxes with bounds [0, 255] are images (channel-first); SB3 neither transposes nor
+    treats as images those with other bounds, so they are vectors; a channel-last image is refused."""
+    from sb3_dreamer.policies import split_observation_space
+
+    images, vectors = split_observation_space(spaces.Box(0, 255, (3, 40, 40), np.uint8))
+    assert images == {SINGLE_KEY: (3, 40, 40)} and vectors == {}
+    images, vectors = split_observation_space(spaces.Box(0, 1, (64, 64, 8), np.uint8))
+    assert images == {} and vectors == {SINGLE_KEY: 64 * 64 * 8}
+    with pytest.raises(ValueError, match="channel-last"):
+        split_observation_space(spaces.Dict({"camera": spaces.Box(0, 255, (40, 40, 3), np.uint8)}))
 
 
 @pytest.mark.parametrize("size", [40, 84])
@@ -125,12 +138,17 @@ def test_dict_with_image_key_and_box_actions():
     assert action.shape == (1, *model.action_space.shape)
 
 
-def test_imagination_video_in_tensorboard_and_gif(tmp_path):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_imagination_video_in_tensorboard_gif_and_mp4(tmp_path, channels):
+    """Grayscale too: tensorboard's video writer takes RGB only, so the logged video repeats a
+    single channel into three."""
+    import imageio.v2 as imageio
     from PIL import Image
+    from stable_baselines3.common.logger import Video
 
-    from sb3_dreamer.video import imagination_frames, write_imagination_gif
+    from sb3_dreamer.video import imagination_frames, write_imagination_video
 
-    env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=3, discrete=True)
+    env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=channels, discrete=True)
     model = Dreamer(
         "CnnPolicy",
         env,
@@ -140,16 +158,56 @@ def test_imagination_video_in_tensorboard_and_gif(tmp_path):
     )
     model.learn(24)
     frames = imagination_frames(model.policy, model.replay_buffer, context=3, n_sequences=2)
-    assert frames.shape == (8, 3 * 40, 2 * 40, 3) and frames.dtype == np.uint8
-    from stable_baselines3.common.logger import Video
-
-    assert isinstance(model.logger.name_to_value["imagination/video"], Video)
+    assert frames.shape == (8, 3 * 40, 2 * 40, channels) and frames.dtype == np.uint8
+    video = model.logger.name_to_value["imagination/video"]
+    assert isinstance(video, Video) and video.frames.shape == (1, 8, 3, 3 * 40, 4 * 40)
     model.logger.dump(model.num_timesteps)  # writes the video (needs moviepy)
     events = list((tmp_path / "tb").rglob("events.out.tfevents*"))
     assert events and any(path.stat().st_size > 2000 for path in events)
-    gif = write_imagination_gif(model, tmp_path / "imagination.gif", context=3, n_sequences=2)
+    gif = write_imagination_video(model, tmp_path / "imagination.gif", context=3, n_sequences=2)
     with Image.open(gif) as image:
         assert image.n_frames == 8 and image.size == (80, 120)
+    mp4 = write_imagination_video(model, tmp_path / "imagination.mp4", context=3, n_sequences=2)
+    decoded = imageio.mimread(mp4)
+    assert len(decoded) == 8 and decoded[0].shape == (120, 80, 3)
+    with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
+        write_imagination_video(model, tmp_path / "imagination.avi")
+
+
+def test_video_frames_of_other_channel_counts_show_channels_side_by_side():
+    from sb3_dreamer.video import as_rgb
+
+    frames = np.arange(2 * 3 * 4 * 2, dtype=np.uint8).reshape(2, 3, 4, 2)  # (T, H, W, C=2)
+    rgb = as_rgb(frames)
+    assert rgb.shape == (2, 3, 8, 3)
+    np.testing.assert_array_equal(rgb[:, :, :4, 1], frames[..., 0])
+    np.testing.assert_array_equal(rgb[:, :, 4:, 2], frames[..., 1])
+    colour = frames[..., :1].repeat(3, axis=-1)
+    assert as_rgb(colour) is colour
+
+
+def test_imagination_video_normalises_vectors_as_training_does(tmp_path):
+    """With VecNormalize, the replayed vector inputs of the video are normalised like the
+    training batches (the model never saw the raw ones)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize, VecTransposeImage
+
+    from sb3_dreamer.video import write_imagination_video
+
+    # images transposed inside VecNormalize, as SB3's off-policy storage of terminal observations needs
+    channel_first = VecTransposeImage(DummyVecEnv([ImageAndVectorEnv]))
+    venv = VecNormalize(channel_first, norm_obs_keys=["velocity"], norm_reward=False)
+    model = Dreamer("MultiInputPolicy", venv, video_log_interval=1, **{**PIXEL_KWARGS, "sequence_length": 8})
+    sample_envs = []
+    sample = model.replay_buffer.sample
+
+    def recording_sample(batch_size, env=None):
+        sample_envs.append(env)
+        return sample(batch_size, env=env)
+
+    model.replay_buffer.sample = recording_sample
+    model.learn(24)
+    write_imagination_video(model, tmp_path / "imagination.gif", context=3, n_sequences=2)
+    assert len(sample_envs) > 2 and all(env is venv for env in sample_envs)
 
 
 def test_imagination_video_needs_images(tmp_path):

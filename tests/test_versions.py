@@ -185,3 +185,28 @@ def test_save_load_round_trip_keeps_version_and_predictions(tmp_path, tiny_kwarg
 def test_unknown_version_is_rejected(tiny_kwargs):
     with pytest.raises(ValueError, match="version"):
         Dreamer("MlpPolicy", CueEnv(), version="v4", **tiny_kwargs)
+
+
+def test_an_override_cannot_change_the_version(tiny_kwargs):
+    with pytest.raises(ValueError, match="version argument"):
+        Dreamer("MlpPolicy", CueEnv(), version="v3", hyperparams={"version": "v1"}, **tiny_kwargs)
+
+
+def test_v2_weight_decay_shrinks_every_parameter_by_the_same_factor_per_update(tiny_kwargs):
+    """As in the DreamerV2 authors' optimiser, each update multiplies every trained parameter by
+    ``1 - 1e-6`` whatever the learning rate (AdamW's ``lr * 1e-6`` would round away in float32).
+    The learning rates of 1e-12 keep Adam's own step a thousand times below the decay."""
+    rates = dict(model_lr=1e-12, actor_lr=1e-12, critic_lr=1e-12)
+    model = Dreamer("MlpPolicy", CueEnv(action_type="continuous"), version="v2", hyperparams=rates, **tiny_kwargs)
+    assert model.policy.config.weight_decay == 1e-6
+    model.learn(64)
+    policy = model.policy
+    optimizers = (policy.world_model_optimizer, policy.actor_optimizer, policy.critic_optimizer)
+    params = [param for opt in optimizers for group in opt.param_groups for param in group["params"]]
+    before = [param.detach().double().clone() for param in params]
+    _, applied = policy.train_step(model.replay_buffer.sample(4))
+    assert applied
+    for old, param in zip(before, params):
+        large = old.abs() > 1e-3
+        shrink = (old - param.detach().double())[large] / old[large]
+        torch.testing.assert_close(shrink, torch.full_like(shrink, 1e-6), rtol=0, atol=2e-7)
