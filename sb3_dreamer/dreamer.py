@@ -168,6 +168,13 @@ class Dreamer(OffPolicyAlgorithm):
             )
         if not isinstance(learning_starts, int) or learning_starts < 0:
             raise ValueError(f"learning_starts must be a non-negative integer, got {learning_starts!r}")
+        # a copy: the buffer's settings are added to it below, and the caller may reuse its dict
+        replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
+        if replay_buffer_kwargs.get("sequence_length", sequence_length) != sequence_length:
+            raise ValueError(
+                f"replay_buffer_kwargs holds sequence_length={replay_buffer_kwargs['sequence_length']!r} but "
+                f"sequence_length is {sequence_length!r}; set it with the sequence_length argument alone"
+            )
         if env is not None:
             env = maybe_make_env(env, verbose)
             action_spec_from_space(env.action_space)
@@ -208,10 +215,13 @@ class Dreamer(OffPolicyAlgorithm):
         if self.replay_buffer_class is None:
             self.replay_buffer_class = SequenceReplayBuffer
         if issubclass(self.replay_buffer_class, SequenceReplayBuffer):
-            self.replay_buffer_kwargs.setdefault("sequence_length", self.sequence_length)
+            # assigned, not defaulted: ``load(custom_objects={"sequence_length": ...})`` must reach the buffer
+            self.replay_buffer_kwargs["sequence_length"] = self.sequence_length
             self.replay_buffer_kwargs.setdefault("seed", self.seed)
         else:
             raise TypeError(f"Dreamer needs a SequenceReplayBuffer, got {self.replay_buffer_class.__name__}")
+        if self.gamma != self.dreamer_config.gamma:  # ``load(custom_objects={"gamma": ...})``
+            self.dreamer_config = self.dreamer_config.replace(gamma=float(self.gamma))
         self.policy_kwargs["config"] = self.dreamer_config
         super()._setup_model()
         if self._rng_state is not None:
@@ -335,6 +345,42 @@ class Dreamer(OffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """Seed every random stream as SB3 does (python, numpy, torch, action space, env), and the
+        replay buffer's own sampler, which SB3's buffers do not have."""
+        super().set_random_seed(seed)
+        if seed is not None and getattr(self, "replay_buffer", None) is not None:
+            self.replay_buffer.seed(seed)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfDreamer],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: torch.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfDreamer:
+        """Load like SB3. The random streams continue from where ``save`` left them (so that an
+        interrupted run resumes exactly), unless ``seed`` is given: an explicit seed reseeds them,
+        as it does for SB3's algorithms."""
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if kwargs.get("seed") is not None:
+            model.set_random_seed(kwargs["seed"])
+        return model
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """Load a replay buffer saved by ``save_replay_buffer``; it must hold as many env streams as
+        the model has envs (``ValueError`` otherwise, and the model keeps its buffer)."""
+        current = self.replay_buffer
+        super().load_replay_buffer(path, truncate_last_traj)
+        if self.replay_buffer.n_envs != self.n_envs:
+            loaded = self.replay_buffer.n_envs
+            self.replay_buffer = current
+            raise ValueError(f"the replay buffer holds {loaded} env streams but the model has {self.n_envs} envs")
 
     def _capture_rng_state(self) -> dict[str, Any]:
         """Every random stream ``learn`` draws from, except the env's and the replay buffer's own."""

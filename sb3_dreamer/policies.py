@@ -258,6 +258,10 @@ class DreamerPolicy(BasePolicy):
         params = self.actor_critic.actor(state.features())
         actor = self.actor_critic.actor
         action = actor.mode(params) if deterministic else actor.explore(actor.sample(params))
+        if not self.action_spec.discrete:
+            # the action the env executes and the replay buffer stores, hence what the RSSM is
+            # trained on and must see next step (V3's Normal samples can leave [-1, 1])
+            action = action.clamp(-1.0, 1.0)
         return StepOutput(action, state)
 
     def step_from_numpy(

@@ -88,11 +88,12 @@ def train_schedule(train_ratio: float, replayed_per_update: int, n_envs: int = 1
     return 1, max(1, round(per_vec_step / replayed_per_update))
 
 
-def convert_dreamer_params(params: dict[str, Any], n_envs: int = 1) -> dict[str, Any]:
+def convert_dreamer_params(params: dict[str, Any]) -> dict[str, Any]:
     """Dreamer constructor arguments from the raw values of :func:`sample_dreamer_params`
-    (``rl_zoo3`` also uses it to load a stored trial with ``--trial-id``)."""
+    (``rl_zoo3`` also uses it to load a stored trial with ``--trial-id``, passing only the trial's
+    values; so the number of envs the trial ran with is one of them, ``n_envs``, 1 if absent)."""
     train_freq, gradient_steps = train_schedule(
-        params["train_ratio"], SAMPLED_BATCH_SIZE * params["sequence_length"], n_envs
+        params["train_ratio"], SAMPLED_BATCH_SIZE * params["sequence_length"], params.get("n_envs", 1)
     )
     return {
         "model_size": params["model_size"],
@@ -129,8 +130,10 @@ def sample_dreamer_params(
         "critic_lr": trial.suggest_float("critic_lr", 1e-5, 1e-3, log=True),
         "horizon": trial.suggest_categorical("horizon", [8, 15, 25]),
         "ent_coef": trial.suggest_float("ent_coef", 1e-4, 1e-2, log=True),
+        # not tuned: recorded with the trial so that loading it rebuilds the same schedule
+        "n_envs": trial.suggest_categorical("n_envs", [n_envs]),
     }
-    return convert_dreamer_params(params, n_envs)
+    return convert_dreamer_params(params)
 
 
 def with_defaults(args: Sequence[str], conf_file: bool) -> list[str]:

@@ -196,12 +196,8 @@ def test_predict_is_pure_for_collection_state(tiny_kwargs):
 
 
 def test_callbacks_progress_bar_tensorboard_and_evaluate(tmp_path, tiny_kwargs):
-    eval_env = CueEnv()
-    stop = StopTrainingOnRewardThreshold(reward_threshold=1e9)
     callbacks = [
-        EvalCallback(
-            eval_env, eval_freq=40, n_eval_episodes=2, callback_on_new_best=stop, best_model_save_path=str(tmp_path)
-        ),
+        EvalCallback(CueEnv(), eval_freq=40, n_eval_episodes=2, best_model_save_path=str(tmp_path)),
         CheckpointCallback(save_freq=50, save_path=str(tmp_path / "ckpt"), save_replay_buffer=True),
     ]
     model = Dreamer("MlpPolicy", CueEnv(), tensorboard_log=str(tmp_path / "tb"), verbose=0, **tiny_kwargs)
@@ -221,8 +217,91 @@ def test_callbacks_progress_bar_tensorboard_and_evaluate(tmp_path, tiny_kwargs):
         "train/updates_per_second",
     ):
         assert key in model.logger.name_to_value, key
-    mean, _ = evaluate_policy(model, CueEnv(), n_eval_episodes=2)
-    assert -10 <= mean <= 10
+    returns, lengths = evaluate_policy(model, CueEnv(), n_eval_episodes=3, return_episode_rewards=True)
+    assert lengths == [10, 10, 10] and all(float(r).is_integer() and r % 2 == 0 for r in returns)  # 10 x ±1
+
+
+def test_a_callback_returning_false_stops_learn(tiny_kwargs):
+    """The first evaluation is above the threshold (a return is at least -10), so the callback
+    stops training there."""
+    stop = StopTrainingOnRewardThreshold(reward_threshold=-100)
+    callback = EvalCallback(CueEnv(), eval_freq=20, n_eval_episodes=1, callback_on_new_best=stop)
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    model.learn(200, callback=callback)
+    assert model.num_timesteps == 20
+
+
+def test_replay_buffer_kwargs_are_copied_not_changed(tiny_kwargs):
+    """A dict reused across models (a seed loop) keeps what the caller put in it; each model's
+    buffer gets its own seed and sequence length."""
+    shared = {"terminal_fraction": 0.25}
+    first = Dreamer("MlpPolicy", CueEnv(), replay_buffer_kwargs=shared, **{**tiny_kwargs, "seed": 0})
+    second = Dreamer(
+        "MlpPolicy", CueEnv(), replay_buffer_kwargs=shared, **{**tiny_kwargs, "seed": 1, "sequence_length": 16}
+    )
+    assert shared == {"terminal_fraction": 0.25}
+    assert (first.replay_buffer.sequence_length, second.replay_buffer.sequence_length) == (8, 16)
+    assert first.replay_buffer.rng.random() != second.replay_buffer.rng.random()
+    with pytest.raises(ValueError, match="sequence_length"):
+        Dreamer("MlpPolicy", CueEnv(), replay_buffer_kwargs={"sequence_length": 16}, **tiny_kwargs)
+
+
+def test_custom_objects_on_load_reach_the_buffer_and_the_update(tmp_path, tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    model.save(tmp_path / "m")
+    loaded = Dreamer.load(tmp_path / "m", env=CueEnv(), custom_objects={"sequence_length": 4, "gamma": 0.5})
+    assert loaded.replay_buffer.sequence_length == 4
+    assert loaded.policy.config.gamma == 0.5 and loaded.policy.actor_critic.config.gamma == 0.5
+    loaded.learn(32)
+
+
+def test_load_with_a_seed_reseeds_and_without_continues_the_saved_streams(tmp_path, tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    model.learn(24)
+    model.save(tmp_path / "m")
+
+    def draws(loaded: Dreamer) -> tuple:
+        return torch.rand(1).item(), np.random.rand(), loaded.action_space.sample(), loaded.replay_buffer.rng.random()
+
+    first, second = (draws(Dreamer.load(tmp_path / "m", env=CueEnv(), seed=seed)) for seed in (1, 2))
+    assert all(a != b for a, b in zip(first[:2], second[:2]))
+    assert first == draws(Dreamer.load(tmp_path / "m", env=CueEnv(), seed=1))
+    assert (
+        draws(Dreamer.load(tmp_path / "m", env=CueEnv()))[:2] == draws(Dreamer.load(tmp_path / "m", env=CueEnv()))[:2]
+    )
+
+
+def test_set_random_seed_reseeds_the_replay_sampler(tiny_kwargs):
+    samplers = []
+    for _ in range(2):
+        model = Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, "seed": None})
+        model.set_random_seed(3)
+        samplers.append(model.replay_buffer.rng.integers(1 << 30, size=4))
+    np.testing.assert_array_equal(*samplers)
+
+
+def test_continuous_actions_in_the_state_are_the_executed_ones(tiny_kwargs):
+    """V3's Normal actor samples outside [-1, 1]; the env gets the clipped action, the buffer stores
+    it, so the state's previous action, which the RSSM reads next step, must be that one too."""
+    model = Dreamer("MlpPolicy", CueEnv(action_type="continuous"), **{**tiny_kwargs, "learning_starts": 0})
+    model.learn(48)
+    assert np.abs(model._collection_state[2]).max() <= 1.0
+    obs = np.stack([model.observation_space.sample() for _ in range(64)])
+    state = None
+    for _ in range(3):
+        action, state = model.predict(obs, state)
+        np.testing.assert_allclose(state[2], model.policy.scale_action(action), rtol=0, atol=1e-6)
+
+
+def test_load_replay_buffer_of_other_n_envs_raises(tmp_path, tiny_kwargs):
+    model = Dreamer("MlpPolicy", make_vec_env(CueEnv, n_envs=2, seed=0), **tiny_kwargs)
+    model.learn(32)
+    model.save_replay_buffer(tmp_path / "buffer")
+    other = Dreamer("MlpPolicy", make_vec_env(CueEnv, n_envs=3, seed=0), **tiny_kwargs)
+    kept = other.replay_buffer
+    with pytest.raises(ValueError, match="2 env streams but the model has 3 envs"):
+        other.load_replay_buffer(tmp_path / "buffer")
+    assert other.replay_buffer is kept
 
 
 def test_load_with_other_n_envs_and_continue(tmp_path, tiny_kwargs):

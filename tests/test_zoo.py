@@ -88,10 +88,15 @@ def test_sampled_parameters_build_a_dreamer():
 
     params = {
         "model_size": "T", "sequence_length": 32, "train_ratio": 64, "model_lr": 1e-4, "actor_lr": 3e-5,
-        "critic_lr": 3e-5, "horizon": 15, "ent_coef": 3e-4,
+        "critic_lr": 3e-5, "horizon": 15, "ent_coef": 3e-4, "n_envs": 1,
     }  # fmt: skip
     kwargs = sample_dreamer_params(optuna.trial.FixedTrial(params), n_actions=1, n_envs=1, additional_args={})
     assert kwargs["train_freq"] == 8 and kwargs["gradient_steps"] == 1  # 16 * 32 / 64
+    assert convert_dreamer_params(params) == kwargs  # what rl_zoo3 rebuilds from the stored trial
+    on_eight = {**params, "train_ratio": 512, "n_envs": 8}
+    kwargs = sample_dreamer_params(optuna.trial.FixedTrial(on_eight), n_actions=1, n_envs=8, additional_args={})
+    assert (kwargs["train_freq"], kwargs["gradient_steps"]) == (1, 8)  # 512 * 8 / (16 * 32)
+    assert convert_dreamer_params(on_eight) == kwargs
     model = Dreamer("MlpPolicy", "CartPole-v1", **kwargs)
     assert model.dreamer_config.horizon == 15 and model.dreamer_config.model_lr == 1e-4
     assert model.model_size == "T"
