@@ -254,7 +254,9 @@ def main() -> None:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory of the whole run: {peak_rss_mb:.0f} MB")
     if args.sheeprl_python:
-        print(f"\nsheeprl 0.8.4 DreamerV3-S on {args.env}, same batch and threads, against the vector v3 S rows above\n")
+        print(
+            f"\nsheeprl 0.8.4 DreamerV3-S on {args.env}, same batch and threads, against the vector v3 S rows above\n"
+        )
         speedups = "".join(f" speed-up of sb3-dreamer {precision} |" for precision in ours)
         print("| sheeprl precision | s/update | GFLOP/update | GFLOP/s | % fp32 peak |" + speedups)
         print("|---" * (5 + len(ours)) + "|")

@@ -14,7 +14,7 @@ follow dm_control's own definitions), the mean |action|, the share of decisions 
     python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer --steps 20000 \
         --eval-freq 10000 --seeds 0 --jobs 1 --out runs/pixels --save-models
     python examples/diagnose_dmc_cartpole.py runs/pixels/dm_control-cartpole-balance-v0_dreamer_seed0.zip
-    python examples/diagnose_dmc_cartpole.py model.zip --stochastic   # the training policy
+    python examples/diagnose_dmc_cartpole.py model.zip --stochastic   # sampled actions
 """
 
 from __future__ import annotations
@@ -96,7 +96,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=10_000, help="seed of the first episode's reset")
     parser.add_argument("--action-repeat", type=int, default=2)
-    parser.add_argument("--stochastic", action="store_true", help="sample actions (the training policy)")
+    parser.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="sample actions (the actor's distribution, without V1's collection noise)",
+    )
     args = parser.parse_args()
     if not args.task.startswith("cartpole-"):
         raise ValueError(f"the reward factors are those of the cartpole domain; got task {args.task!r}")

@@ -17,7 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule
 
 from sb3_dreamer.buffers import SequenceReplayBuffer
 from sb3_dreamer.memory import retain_freed_memory
@@ -175,6 +175,11 @@ class Dreamer(OffPolicyAlgorithm):
                 f"replay_buffer_kwargs holds sequence_length={replay_buffer_kwargs['sequence_length']!r} but "
                 f"sequence_length is {sequence_length!r}; set it with the sequence_length argument alone"
             )
+        if policy_kwargs and "config" in policy_kwargs:
+            raise ValueError(
+                "policy_kwargs holds 'config', which Dreamer builds from version, model_size and hyperparams; "
+                "set the configuration's fields through hyperparams={...} instead"
+            )
         if env is not None:
             env = maybe_make_env(env, verbose)
             action_spec_from_space(env.action_space)
@@ -228,6 +233,17 @@ class Dreamer(OffPolicyAlgorithm):
             # a loaded model continues the random streams it saved (``_setup_model`` just reseeded them)
             self._restore_rng_state(self._rng_state)
             self._rng_state = None
+        if self.video_log_interval > 0:
+            if not self.policy.world_model.decoder.image_keys:
+                raise ValueError(
+                    f"video_log_interval={self.video_log_interval} needs image observations (CnnPolicy or "
+                    "MultiInputPolicy with an image key); set it to 0 for these observations"
+                )
+            if self.sequence_length < 2:
+                raise ValueError(
+                    f"video_log_interval={self.video_log_interval} needs sequence_length >= 2 (an observed "
+                    f"context and an imagined continuation), got {self.sequence_length}"
+                )
         self.policy.compute_dtype = resolve_precision(self.precision, self.device)
         if self.device.type == "cpu":
             retain_freed_memory()
@@ -249,6 +265,19 @@ class Dreamer(OffPolicyAlgorithm):
             self._collection_state = None
         return result
 
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
+        """SB3's collection loop; when a callback stops it, the next ``learn`` starts new episodes.
+
+        SB3 returns on a callback's stop after ``env.step`` but before storing that step, so the env
+        is one step past ``_last_obs``: continuing from there would splice the step after the lost
+        one onto the stored stream (and feed the RSSM a stale observation). Forgetting ``_last_obs``
+        makes the next ``learn`` reset the envs and mark new episodes in the replay buffer.
+        """
+        rollout = super().collect_rollouts(*args, **kwargs)
+        if not rollout.continue_training:
+            self._last_obs = None  # type: ignore[assignment]
+        return rollout
+
     def _sample_action(
         self,
         learning_starts: int,
@@ -265,7 +294,7 @@ class Dreamer(OffPolicyAlgorithm):
         obs_tensor, _ = policy.obs_to_tensor(self._last_obs)
         policy.set_training_mode(False)
         output = policy.step_from_numpy(
-            obs_tensor, self._collection_state, self._last_episode_starts, deterministic=False
+            obs_tensor, self._collection_state, self._last_episode_starts, deterministic=False, explore=True
         )
         encoded_action = output.action
         if self.num_timesteps < learning_starts:
@@ -373,14 +402,35 @@ class Dreamer(OffPolicyAlgorithm):
         return model
 
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
-        """Load a replay buffer saved by ``save_replay_buffer``; it must hold as many env streams as
-        the model has envs (``ValueError`` otherwise, and the model keeps its buffer)."""
+        """Load a replay buffer saved by ``save_replay_buffer``.
+
+        It must be a :class:`~sb3_dreamer.buffers.SequenceReplayBuffer` (``TypeError`` otherwise)
+        holding as many env streams as the model has envs, each with room for the model's
+        ``sequence_length`` (``ValueError`` otherwise); on an error the model keeps its buffer. The
+        loaded buffer samples sequences of the model's ``sequence_length`` (the one it was saved with
+        may differ, e.g. after ``load(custom_objects={"sequence_length": ...})``), and its streams
+        end where they were saved: the next stored step starts a new episode in every stream.
+        """
         current = self.replay_buffer
         super().load_replay_buffer(path, truncate_last_traj)
-        if self.replay_buffer.n_envs != self.n_envs:
-            loaded = self.replay_buffer.n_envs
+        loaded = self.replay_buffer
+        problem: Exception | None = None
+        if not isinstance(loaded, SequenceReplayBuffer):
+            problem = TypeError(f"Dreamer needs a SequenceReplayBuffer, the file holds a {type(loaded).__name__}")
+        elif loaded.n_envs != self.n_envs:
+            problem = ValueError(
+                f"the replay buffer holds {loaded.n_envs} env streams but the model has {self.n_envs} envs"
+            )
+        elif self.sequence_length > loaded.buffer_size:
+            problem = ValueError(
+                f"the replay buffer's streams hold {loaded.buffer_size} steps each, fewer than the model's "
+                f"sequence_length {self.sequence_length}"
+            )
+        if problem is not None:
             self.replay_buffer = current
-            raise ValueError(f"the replay buffer holds {loaded} env streams but the model has {self.n_envs} envs")
+            raise problem
+        loaded.sequence_length = self.sequence_length
+        loaded.start_new_episodes()
 
     def _capture_rng_state(self) -> dict[str, Any]:
         """Every random stream ``learn`` draws from, except the env's and the replay buffer's own."""
@@ -400,7 +450,9 @@ class Dreamer(OffPolicyAlgorithm):
         random.setstate(state["python"])
         self.action_space.np_random.bit_generator.state = state["action_space"]
         if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+            # one state per device of the saving machine; this one may have fewer
+            for device_index, device_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(device_state, device_index)
 
     def save(
         self,

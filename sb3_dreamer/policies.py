@@ -243,6 +243,7 @@ class DreamerPolicy(BasePolicy):
         prev_action: torch.Tensor,
         is_first: torch.Tensor,
         deterministic: bool,
+        explore: bool = False,
     ) -> StepOutput:
         """Posterior update with the new observation, then an action from the actor.
 
@@ -250,6 +251,10 @@ class DreamerPolicy(BasePolicy):
         :param state: RSSM state before this observation, batch ``n``
         :param prev_action: ``(n, A)`` encoded action that led to ``observation``
         :param is_first: ``(n,)`` float, 1 where a new episode starts
+        :param deterministic: the actor's mode instead of a sample
+        :param explore: add the collection-time exploration (``explore_noise``) to a sampled
+            action; only ``learn`` collects with it, ``predict`` samples the actor alone (as SB3's
+            TD3 leaves out its action noise)
         """
         # float32 on purpose: at acting batch sizes the weight casts of autocast cost more than they save
         embed = self.world_model.encoder(_add_time_axis(observation))[0]  # (n, E)
@@ -257,7 +262,12 @@ class DreamerPolicy(BasePolicy):
         state = rssm.obs_step(state, prev_action, embed, is_first, sample=not deterministic)
         params = self.actor_critic.actor(state.features())
         actor = self.actor_critic.actor
-        action = actor.mode(params) if deterministic else actor.explore(actor.sample(params))
+        if deterministic:
+            action = actor.mode(params)
+        else:
+            action = actor.sample(params)
+            if explore:
+                action = actor.explore(action)
         if not self.action_spec.discrete:
             # the action the env executes and the replay buffer stores, hence what the RSSM is
             # trained on and must see next step (V3's Normal samples can leave [-1, 1])
@@ -270,6 +280,7 @@ class DreamerPolicy(BasePolicy):
         state: DreamerState | None,
         episode_start: np.ndarray | None,
         deterministic: bool,
+        explore: bool = False,
     ) -> StepOutput:
         """:meth:`step` with the state in its numpy form; ``state=None`` starts every stream anew,
         and rows where ``episode_start`` is set are reset."""
@@ -289,6 +300,7 @@ class DreamerPolicy(BasePolicy):
             prev_action.to(self.device),
             torch.as_tensor(is_first, device=self.device),
             deterministic,
+            explore,
         )
 
     def _check_observation_dtypes(self, observation: np.ndarray | dict[str, np.ndarray]) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import (
+    BaseCallback,
     CheckpointCallback,
     EvalCallback,
     StopTrainingOnRewardThreshold,
@@ -231,6 +232,76 @@ def test_a_callback_returning_false_stops_learn(tiny_kwargs):
     assert model.num_timesteps == 20
 
 
+class CounterEnv(gym.Env):
+    """Observation ``t``, the step count of the episode; episodes of 1000 steps."""
+
+    observation_space = spaces.Box(-1e6, 1e6, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self._t += 1
+        return np.array([self._t], np.float32), 0.0, False, self._t >= 1000, {}
+
+
+class StopAt(BaseCallback):
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def _on_step(self) -> bool:
+        return self.num_timesteps < self.steps
+
+
+def test_learn_after_a_callback_stop_starts_new_episodes(tiny_kwargs):
+    """SB3 stops after ``env.step`` and before storing that step; the next ``learn`` must not splice
+    the step after it onto the stream (observations 0..9, then 11: a lost step inside an episode)."""
+    model = Dreamer("MlpPolicy", CounterEnv(), **tiny_kwargs)
+    model.learn(100, callback=StopAt(10))
+    assert model.num_timesteps == 10
+    model.learn(10, reset_num_timesteps=False)
+    buffer = model.replay_buffer
+    stored = buffer.observations[: buffer.filled[0], 0, 0]  # (N,)
+    is_first = buffer.is_first[: buffer.filled[0], 0]
+    np.testing.assert_array_equal(stored[:10], np.arange(10))  # the 10th step was not stored
+    np.testing.assert_array_equal(stored[10:], np.arange(len(stored) - 10))  # a reset env, a new episode
+    np.testing.assert_array_equal(np.flatnonzero(is_first), [0, 10])
+
+
+def test_stochastic_predict_samples_the_actor_without_the_collection_noise(tiny_kwargs):
+    """V1 explores with a random action 30% of the time while collecting; ``predict`` samples the
+    actor alone, as SB3's TD3 leaves out its action noise."""
+    model = Dreamer("MlpPolicy", CueEnv(), version="v1", **tiny_kwargs)
+    assert model.policy.config.explore_noise == 0.3
+    with torch.no_grad():
+        out = model.policy.actor_critic.actor.net.out
+        out.weight.zero_()
+        out.bias.copy_(torch.tensor([-20.0, 20.0]))  # action 1 with probability ~1
+    obs = np.stack([model.observation_space.sample() for _ in range(2000)])
+    actions, _ = model.predict(obs, deterministic=False)
+    assert (actions == 1).all()
+    model.policy.set_training_mode(False)
+    model._last_obs, model._last_episode_starts = obs, np.ones(len(obs), dtype=bool)
+    collected, _ = model._sample_action(learning_starts=0, n_envs=len(obs))
+    assert 0.1 < (collected == 0).mean() < 0.2  # 0.3 x one of two random classes
+
+
+def test_policy_kwargs_config_raises(tiny_kwargs):
+    from sb3_dreamer.presets import make_config
+
+    with pytest.raises(ValueError, match="policy_kwargs holds 'config'"):
+        Dreamer("MlpPolicy", CueEnv(), policy_kwargs={"config": make_config("v2", "tiny")}, **tiny_kwargs)
+
+
+def test_video_log_interval_without_images_raises_at_construction(tiny_kwargs):
+    with pytest.raises(ValueError, match="video_log_interval=5 needs image observations"):
+        Dreamer("MlpPolicy", CueEnv(), video_log_interval=5, **tiny_kwargs)
+
+
 def test_replay_buffer_kwargs_are_copied_not_changed(tiny_kwargs):
     """A dict reused across models (a seed loop) keeps what the caller put in it; each model's
     buffer gets its own seed and sequence length."""
@@ -301,6 +372,35 @@ def test_load_replay_buffer_of_other_n_envs_raises(tmp_path, tiny_kwargs):
     kept = other.replay_buffer
     with pytest.raises(ValueError, match="2 env streams but the model has 3 envs"):
         other.load_replay_buffer(tmp_path / "buffer")
+    assert other.replay_buffer is kept
+
+
+def test_load_replay_buffer_takes_the_models_sequence_length_and_starts_new_episodes(tmp_path, tiny_kwargs):
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    model.learn(40)
+    model.save(tmp_path / "m")
+    model.save_replay_buffer(tmp_path / "buffer")
+    loaded = Dreamer.load(tmp_path / "m", env=CueEnv(), custom_objects={"sequence_length": 4})
+    loaded.load_replay_buffer(tmp_path / "buffer")
+    assert loaded.replay_buffer.sequence_length == 4
+    assert loaded.replay_buffer.sample(2).rewards.shape[0] == 4
+    assert loaded.replay_buffer._needs_first.all()
+
+
+def test_load_replay_buffer_rejects_what_dreamer_cannot_sample(tmp_path, tiny_kwargs):
+    from stable_baselines3.common.buffers import ReplayBuffer
+    from stable_baselines3.common.save_util import save_to_pkl
+
+    model = Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, "buffer_size": 6, "sequence_length": 6})
+    model.learn(8)
+    model.save_replay_buffer(tmp_path / "short")
+    save_to_pkl(tmp_path / "plain", ReplayBuffer(10, model.observation_space, model.action_space))
+    other = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    kept = other.replay_buffer
+    with pytest.raises(ValueError, match="hold 6 steps each, fewer than the model's sequence_length 8"):
+        other.load_replay_buffer(tmp_path / "short")
+    with pytest.raises(TypeError, match="the file holds a ReplayBuffer"):
+        other.load_replay_buffer(tmp_path / "plain")
     assert other.replay_buffer is kept
 
 

@@ -174,6 +174,12 @@ def test_imagination_video_in_tensorboard_gif_and_mp4(tmp_path, channels):
         write_imagination_video(model, tmp_path / "imagination.avi")
 
 
+def test_video_log_interval_with_one_step_sequences_raises_at_construction():
+    env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=True)
+    with pytest.raises(ValueError, match="needs sequence_length >= 2"):
+        Dreamer("CnnPolicy", env, video_log_interval=10, **{**PIXEL_KWARGS, "sequence_length": 1})
+
+
 def test_video_frames_of_other_channel_counts_show_channels_side_by_side():
     from sb3_dreamer.video import as_rgb
 

@@ -56,7 +56,9 @@ def load_hyperparams(
     elif "default" in sections:
         section = dict(sections["default"])
     else:
-        raise KeyError(f"no hyperparameters for {env_id!r} and no 'default' section in {path or hyperparams_path(algo)}")
+        raise KeyError(
+            f"no hyperparameters for {env_id!r} and no 'default' section in {path or hyperparams_path(algo)}"
+        )
     if not include_env:
         for key in ENV_KEYS:
             section.pop(key, None)
