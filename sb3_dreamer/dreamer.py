@@ -353,7 +353,13 @@ class Dreamer(OffPolicyAlgorithm):
         from sb3_dreamer.video import as_rgb, imagination_frames
 
         context = min(5, self.sequence_length - 1)
-        frames = imagination_frames(self.policy, self.replay_buffer, context=context, env=self._vec_normalize_env)
+        # logging must not change training: the video's replay draws and latent samples come from
+        # copies of the random streams, which are put back afterwards
+        sampler_state = self.replay_buffer.rng.bit_generator.state
+        cuda_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            frames = imagination_frames(self.policy, self.replay_buffer, context=context, env=self._vec_normalize_env)
+        self.replay_buffer.rng.bit_generator.state = sampler_state
         video = torch.from_numpy(as_rgb(frames)).permute(0, 3, 1, 2)[None]  # (T, H, W, 3) -> (1, T, 3, H, W)
         self.logger.record("imagination/video", Video(video, fps=8), exclude=("stdout", "log", "json", "csv"))
 

@@ -174,6 +174,25 @@ def test_imagination_video_in_tensorboard_gif_and_mp4(tmp_path, channels):
         write_imagination_video(model, tmp_path / "imagination.avi")
 
 
+def test_imagination_videos_leave_training_unchanged(tmp_path):
+    """Logging a video draws replay windows and latent samples from copies of the random streams,
+    so the trained weights are the same with and without it."""
+    weights = []
+    for interval in (0, 1):
+        env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=True)
+        env.observation_space.seed(0)  # FakeImageEnv draws its frames from its observation space
+        model = Dreamer(
+            "CnnPolicy",
+            env,
+            tensorboard_log=str(tmp_path / "tb"),
+            video_log_interval=interval,
+            **{**PIXEL_KWARGS, "sequence_length": 8},
+        )
+        model.learn(24)
+        weights.append(torch.cat([p.detach().flatten() for p in model.policy.parameters()]))
+    assert torch.equal(*weights)
+
+
 def test_video_log_interval_with_one_step_sequences_raises_at_construction():
     env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=True)
     with pytest.raises(ValueError, match="needs sequence_length >= 2"):
