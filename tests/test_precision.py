@@ -29,6 +29,31 @@ def test_detection_reads_the_cpu_flags():
     assert cpu_has_fast_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+@pytest.mark.parametrize(
+    "cpuinfo, expected",
+    [
+        ("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", False),  # AVX-512 without its bf16 part
+        ("flags\t\t: fpu avx2 avx512f avx512_bf16\n", True),
+        ("flags\t\t: fpu avx2 amx_tile amx_bf16\n", True),
+        (None, False),  # no /proc/cpuinfo (not Linux)
+    ],
+)
+def test_detection_of_native_bf16_flags(cpuinfo, expected, monkeypatch):
+    import io
+
+    def fake_open(path, *args, **kwargs):
+        if cpuinfo is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(cpuinfo)
+
+    monkeypatch.setattr(precision_module, "open", fake_open, raising=False)
+    cpu_has_fast_bf16.cache_clear()
+    try:
+        assert cpu_has_fast_bf16() is expected
+    finally:
+        cpu_has_fast_bf16.cache_clear()
+
+
 def test_auto_follows_the_cpu(native_bf16):
     expected = torch.bfloat16 if native_bf16 else torch.float32
     assert resolve_precision("auto", CPU) == expected

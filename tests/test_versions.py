@@ -89,6 +89,21 @@ def test_v2_kl_balancing_sends_80_percent_of_the_gradient_to_the_prior():
     torch.testing.assert_close(dyn, plain.detach())
 
 
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_world_model_loss_weights_the_kl_terms_by_their_scales(version, monkeypatch):
+    """The loss itself applies the balance: d loss / d dyn = kl_dyn_scale, d loss / d rep = kl_rep_scale."""
+    config = make_config(version, "tiny")
+    model = make_world_model(config=config)
+    dyn, rep = torch.tensor(2.0, requires_grad=True), torch.tensor(3.0, requires_grad=True)
+    monkeypatch.setattr(model, "kl_losses", lambda post, prior: (dyn, rep))
+    T, B = 4, 2
+    actions = torch.nn.functional.one_hot(torch.randint(0, 3, (T, B)), 3).float()
+    model.loss(torch.randn(T, B, 5), actions, torch.randn(T, B), torch.zeros(T, B), torch.zeros(T, B)).loss.backward()
+    assert config.kl_dyn_scale != config.kl_rep_scale
+    assert dyn.grad.item() == pytest.approx(config.kl_dyn_scale)
+    assert rep.grad.item() == pytest.approx(config.kl_rep_scale)
+
+
 def test_v2_target_critic_changes_only_every_100_updates():
     config = make_config("v2", "tiny")
     actor_critic = ActorCritic(config.feature_size, SPEC, config)
@@ -136,8 +151,13 @@ def test_v1_actor_is_tanh_normal_with_exploration_noise():
     params = actor(torch.randn(1000, config.feature_size))
     samples = actor.sample(params)
     assert samples.abs().max() <= 1.0
-    # the log-density of a tanh-squashed sample includes the change of variables
-    assert torch.isfinite(actor.log_prob(params, samples)).all()
+    # the log-density of a = tanh(u) is the Gaussian's at u minus log |d tanh(u) / du|
+    mean, std = actor.mean_std(params)
+    pre_tanh = (mean + std * torch.randn_like(mean)).clamp(-3.0, 3.0)  # tanh stays resolvable in float32
+    expected = torch.distributions.Normal(mean, std).log_prob(pre_tanh).sum(-1) - torch.log1p(
+        -(torch.tanh(pre_tanh) ** 2)
+    ).sum(-1)
+    torch.testing.assert_close(actor.log_prob(params, torch.tanh(pre_tanh)), expected, rtol=1e-4, atol=1e-3)
     torch.manual_seed(0)
     explored = actor.explore(torch.zeros(1000, 2))
     assert explored.std().item() == pytest.approx(config.explore_noise, rel=0.1)

@@ -68,6 +68,24 @@ def test_free_bits_clamp_kl_and_stop_their_gradient():
     assert post.grad.abs().max() == 0 and prior.grad.abs().max() == 0
 
 
+def test_v3_free_bits_clip_each_step_not_the_mean():
+    """Steps under the 1-nat floor count as 1 and pass no gradient; the steps above keep theirs."""
+    model = make_world_model()
+    torch.manual_seed(0)
+    sharp = torch.randn(2, 3, 4, 4) * 5
+    sharp[0] = 0.0  # time step 0: uniform posterior and prior, KL 0
+    post = torch.log_softmax(sharp, -1).requires_grad_(True)
+    prior = torch.log_softmax(torch.randn(2, 3, 4, 4) * 5 * (torch.arange(2) > 0).view(2, 1, 1, 1), -1)
+    prior.requires_grad_(True)
+    per_step = model.rssm.latent.kl(post, prior)  # (T, B)
+    assert (per_step[0] < CONFIG.free_bits).all() and (per_step[1] > CONFIG.free_bits).all()
+    dyn, _ = model.kl_losses(post, prior)
+    torch.testing.assert_close(dyn, per_step.clamp(min=CONFIG.free_bits).mean())
+    assert dyn != per_step.mean().clamp(min=CONFIG.free_bits)
+    dyn.backward()
+    assert prior.grad[0].abs().max() == 0 and prior.grad[1].abs().min() > 0
+
+
 def test_clipped_kl_share_counts_steps_or_the_batch_mean_under_the_floor():
     per_step = torch.tensor([[0.5, 2.0], [1.5, 0.2]])  # (T, B) nats; mean 1.05
     assert CONFIG.free_bits == 1.0 and not CONFIG.free_bits_on_mean
@@ -192,5 +210,17 @@ def test_dreamer_trains_with_the_replay_critic_loss():
         "MlpPolicy", "CartPole-v1", model_size="tiny", batch_size=4, sequence_length=8, learning_starts=64,
         hyperparams={"replay_critic_scale": 0.3}, seed=0,
     )  # fmt: skip
+    received = []
+    critic_loss = model.policy.actor_critic.critic_loss
+
+    def recording_critic_loss(actor_output, replay=None):
+        received.append(replay)
+        return critic_loss(actor_output, replay)
+
+    model.policy.actor_critic.critic_loss = recording_critic_loss
     model.learn(96)
     assert model._n_updates > 0 and model._n_updates_skipped == 0
+    assert len(received) == model._n_updates
+    features = received[0].features  # (T, B, F)
+    assert features.shape == (8, 4, model.policy.config.feature_size)
+    assert received[0].rewards.shape == (8, 4)
