@@ -111,6 +111,21 @@ def test_kl_terms_send_gradients_to_their_side():
     assert prior.grad is None or prior.grad.abs().max() == 0
 
 
+def test_continue_estimate_is_the_heads_mode_or_its_probability():
+    features = torch.randn(6, CONFIG.feature_size)
+    for logit in (1.0, -1.0):
+        estimates = {}
+        for estimate in ("mode", "probability"):
+            model = make_world_model(config=CONFIG.replace(continue_estimate=estimate))
+            head = model.continue_head.out
+            with torch.no_grad():
+                head.weight.zero_()
+                head.bias.fill_(logit)
+            estimates[estimate] = model.continuation(features)
+        torch.testing.assert_close(estimates["mode"], torch.full((6,), float(logit > 0)))
+        torch.testing.assert_close(estimates["probability"], torch.sigmoid(torch.full((6,), logit)))
+
+
 def test_reward_and_critic_heads_start_at_zero():
     model = make_world_model()
     actor_critic = ActorCritic(model.rssm.feature_size, SPEC, CONFIG)
