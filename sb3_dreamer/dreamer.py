@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -18,6 +19,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from sb3_dreamer.buffers import SequenceReplayBuffer
 from sb3_dreamer.memory import retain_freed_memory
@@ -205,6 +207,7 @@ class Dreamer(OffPolicyAlgorithm):
             sde_support=False,
             supported_action_spaces=None,
         )
+        _check_vec_normalize_layout(self._vec_normalize_env, self.env)
         self._collection_state: DreamerState | None = None
         self._n_updates_skipped = 0
         self._rng_state: dict[str, Any] | None = None
@@ -381,6 +384,11 @@ class Dreamer(OffPolicyAlgorithm):
             progress_bar=progress_bar,
         )
 
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """Set the env like SB3; a ``VecNormalize`` must see the observations as the policy does."""
+        super().set_env(env, force_reset)
+        _check_vec_normalize_layout(self._vec_normalize_env, self.env)
+
     def set_random_seed(self, seed: int | None = None) -> None:
         """Seed every random stream as SB3 does (python, numpy, torch, action space, env), and the
         replay buffer's own sampler, which SB3's buffers do not have."""
@@ -483,6 +491,35 @@ class Dreamer(OffPolicyAlgorithm):
             "policy.critic_optimizer",
         ]
         return state_dicts, []
+
+
+def _check_vec_normalize_layout(vec_normalize_env: VecNormalize | None, env: VecEnv | None) -> None:
+    """Refuse a ``VecNormalize`` whose observations have other shapes than the policy's.
+
+    SB3's off-policy storage takes ``VecNormalize``'s original observations, so a wrapper outside
+    it that reshapes observations leaves the replay buffer with arrays that do not fit. The usual
+    case: SB3 adds its ``VecTransposeImage`` outside the user's wrappers, and channel-last images
+    under a ``VecNormalize`` reach the policy channel-first but the buffer channel-last.
+    """
+    if vec_normalize_env is None or env is None:
+        return
+    normalized_space, policy_space = vec_normalize_env.observation_space, env.observation_space
+    if isinstance(policy_space, spaces.Dict) and isinstance(normalized_space, spaces.Dict):
+        pairs = [(key, normalized_space.spaces.get(key), space) for key, space in policy_space.spaces.items()]
+    else:
+        pairs = [("observation", normalized_space, policy_space)]
+    reshaped = [
+        f"{key} {None if inner is None else inner.shape} -> {outer.shape}"
+        for key, inner, outer in pairs
+        if inner is None or inner.shape != outer.shape
+    ]
+    if reshaped:
+        raise ValueError(
+            f"VecNormalize's observations have other shapes than the policy's ({', '.join(reshaped)}); SB3 "
+            "stores VecNormalize's original observations, so wrappers that reshape them must be inside it. "
+            "For channel-last images (which SB3 transposes outside your wrappers): "
+            "VecNormalize(VecTransposeImage(venv), ...)"
+        )
 
 
 def _check_positive(**values: int) -> None:

@@ -235,6 +235,22 @@ def test_imagination_video_normalises_vectors_as_training_does(tmp_path):
     assert len(sample_envs) > 2 and all(env is venv for env in sample_envs)
 
 
+@pytest.mark.parametrize("policy, make_env", [("CnnPolicy", FakeImageEnv), ("MultiInputPolicy", ImageAndVectorEnv)])
+def test_vec_normalize_over_channel_last_images_is_refused(policy, make_env):
+    """SB3 adds VecTransposeImage outside the user's VecNormalize, whose original observations
+    (which SB3 stores) then stay channel-last; transposing inside VecNormalize is accepted."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize, VecTransposeImage
+
+    refused = VecNormalize(DummyVecEnv([make_env]), norm_obs=False)
+    with pytest.raises(ValueError, match=r"VecNormalize\(VecTransposeImage\(venv\)"):
+        Dreamer(policy, refused, **PIXEL_KWARGS)
+    accepted = VecNormalize(VecTransposeImage(DummyVecEnv([make_env])), norm_obs=False)
+    model = Dreamer(policy, accepted, **PIXEL_KWARGS)
+    model.learn(16)
+    with pytest.raises(ValueError, match="other shapes than the policy's"):
+        model.set_env(VecNormalize(DummyVecEnv([make_env]), norm_obs=False))
+
+
 def test_imagination_video_needs_images(tmp_path):
     from sb3_dreamer.video import imagination_frames
     from tests.conftest import CueEnv
