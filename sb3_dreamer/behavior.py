@@ -401,7 +401,8 @@ class ActorCritic(nn.Module):
             values = self.critic.mean(critic_raw.detach()) if slow_values is None else slow_values
         with torch.no_grad():
             continues = torch.cat([start_continue[None], world_model.continuation(features[1:].detach())])
-            weights = torch.cumprod(cfg.gamma * continues, 0) / cfg.gamma  # (H + 1, N)
+            # gamma^t times the continues up to t, without dividing by gamma (which may be 0)
+            weights = torch.cumprod(torch.cat([continues[:1], cfg.gamma * continues[1:]]), 0)  # (H + 1, N)
         returns = lambda_returns(rewards, cfg.gamma * continues[1:], values, cfg.return_lambda)  # (H, N)
         if cfg.return_normalization:
             scale = self.return_normalizer.update(returns)

@@ -120,11 +120,26 @@ def test_unsupported_observation_space_raises(tiny_kwargs):
         (dict(precision="fp8"), "precision"),
         (dict(hyperparams={"not_a_field": 1}), "not_a_field"),
         (dict(hyperparams={"decoder_scale": -1.0}), "decoder_scale"),
+        (dict(hyperparams={"model_grad_clip": -5.0}), "model_grad_clip"),
+        (dict(hyperparams={"actor_critic_grad_clip": 0.0}), "actor_critic_grad_clip"),
+        (dict(hyperparams={"return_norm_limit": 0.0}), "return_norm_limit"),
     ],
 )
 def test_invalid_hyperparameters_raise(kwargs, match, tiny_kwargs):
     with pytest.raises((ValueError, TypeError), match=match):
         Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, **kwargs})
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_gamma_zero_trains_actor_and_critic(version, tiny_kwargs):
+    """With gamma 0 only the first imagined step is weighted; the weights must stay finite (they
+    were 0/0, and every actor and critic update was skipped as non-finite)."""
+    model = Dreamer("MlpPolicy", CueEnv(), version=version, gamma=0.0, **tiny_kwargs)
+    actor_before = [parameter.detach().clone() for parameter in model.policy.actor_critic.actor.parameters()]
+    model.learn(32)
+    assert model._n_updates > 0 and model._n_updates_skipped == 0
+    actor_after = list(model.policy.actor_critic.actor.parameters())
+    assert any(not torch.equal(before, after) for before, after in zip(actor_before, actor_after))
 
 
 def test_policy_alone_saves_and_loads(tmp_path, tiny_kwargs):
