@@ -135,11 +135,12 @@ def test_gamma_zero_trains_actor_and_critic(version, tiny_kwargs):
     """With gamma 0 only the first imagined step is weighted; the weights must stay finite (they
     were 0/0, and every actor and critic update was skipped as non-finite)."""
     model = Dreamer("MlpPolicy", CueEnv(), version=version, gamma=0.0, **tiny_kwargs)
-    actor_before = [parameter.detach().clone() for parameter in model.policy.actor_critic.actor.parameters()]
+    networks = (model.policy.actor_critic.actor, model.policy.actor_critic.critic)
+    before = [[parameter.detach().clone() for parameter in network.parameters()] for network in networks]
     model.learn(32)
     assert model._n_updates > 0 and model._n_updates_skipped == 0
-    actor_after = list(model.policy.actor_critic.actor.parameters())
-    assert any(not torch.equal(before, after) for before, after in zip(actor_before, actor_after))
+    for network, weights in zip(networks, before):
+        assert any(not torch.equal(old, new) for old, new in zip(weights, network.parameters())), network
 
 
 def test_policy_alone_saves_and_loads(tmp_path, tiny_kwargs):
