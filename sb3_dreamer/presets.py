@@ -241,8 +241,8 @@ class DreamerConfig:
                 raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
         # a clip norm of 0 zeroes every gradient and a negative one reverses it; a return_norm_limit
         # of 0 lets the return scale reach 0
-        rates = ("model_lr", "actor_lr", "critic_lr", "model_eps", "actor_critic_eps", "latent_min_std")
-        for name in rates + ("model_grad_clip", "actor_critic_grad_clip", "return_norm_limit"):
+        positive = ("model_lr", "actor_lr", "critic_lr", "model_eps", "actor_critic_eps", "latent_min_std")
+        for name in positive + ("model_grad_clip", "actor_critic_grad_clip", "return_norm_limit"):
             if getattr(self, name) <= 0.0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         loss_scales = ("kl_dyn_scale", "kl_rep_scale", "decoder_scale", "reward_scale", "continue_scale")
