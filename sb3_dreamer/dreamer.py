@@ -209,6 +209,8 @@ class Dreamer(OffPolicyAlgorithm):
         )
         _check_vec_normalize_layout(self._vec_normalize_env, self.env)
         self._collection_state: DreamerState | None = None
+        #: updates with at least one part (world model, actor, critic) skipped as non-finite;
+        #: ``_n_updates`` counts those with at least one part applied
         self._n_updates_skipped = 0
         self._rng_state: dict[str, Any] | None = None
         if _init_setup_model:
@@ -236,6 +238,7 @@ class Dreamer(OffPolicyAlgorithm):
             # a loaded model continues the random streams it saved (``_setup_model`` just reseeded them)
             self._restore_rng_state(self._rng_state)
             self._rng_state = None
+            self._seed_env_for_resume()
         if self.video_log_interval > 0:
             if not self.policy.world_model.decoder.image_keys:
                 raise ValueError(
@@ -333,11 +336,14 @@ class Dreamer(OffPolicyAlgorithm):
         for _ in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             metrics, applied = self.policy.train_step(batch)
-            if not applied:
-                self._n_updates_skipped += 1
+            partly_skipped = not all(applied)
+            self._n_updates_skipped += partly_skipped
+            if not any(applied):
                 continue
             self._n_updates += 1
             for key, value in metrics.items():
+                if partly_skipped and not torch.isfinite(value).all():
+                    continue  # the skipped part's metrics would poison the logged mean
                 collected.setdefault(key, []).append(value)
         elapsed = time.perf_counter() - start
         self.policy.set_training_mode(False)
@@ -409,7 +415,8 @@ class Dreamer(OffPolicyAlgorithm):
     ) -> SelfDreamer:
         """Load like SB3. The random streams continue from where ``save`` left them (so that an
         interrupted run resumes exactly), unless ``seed`` is given: an explicit seed reseeds them,
-        as it does for SB3's algorithms."""
+        as it does for SB3's algorithms. Without one, the env is seeded from the saved seed and
+        ``num_timesteps`` (its own RNG state is not saved), not from the run's first seeds."""
         model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
         if kwargs.get("seed") is not None:
             model.set_random_seed(kwargs["seed"])
@@ -419,18 +426,31 @@ class Dreamer(OffPolicyAlgorithm):
         """Load a replay buffer saved by ``save_replay_buffer``.
 
         It must be a :class:`~sb3_dreamer.buffers.SequenceReplayBuffer` (``TypeError`` otherwise)
-        holding as many env streams as the model has envs, each with room for the model's
-        ``sequence_length`` (``ValueError`` otherwise); on an error the model keeps its buffer. The
+        for the model's observation and action spaces, holding as many env streams as the model has
+        envs, each with room for the model's ``sequence_length`` (``ValueError`` otherwise); on an
+        error the model keeps its buffer. The
         loaded buffer samples sequences of the model's ``sequence_length`` (the one it was saved with
         may differ, e.g. after ``load(custom_objects={"sequence_length": ...})``), and its streams
         end where they were saved: the next stored step starts a new episode in every stream.
         """
         current = self.replay_buffer
-        super().load_replay_buffer(path, truncate_last_traj)
+        try:
+            super().load_replay_buffer(path, truncate_last_traj)
+        except AssertionError:  # SB3 asserts a ReplayBuffer after assigning whatever the file held
+            loaded_object = self.replay_buffer
+            self.replay_buffer = current
+            raise TypeError(
+                f"Dreamer needs a SequenceReplayBuffer, the file holds a {type(loaded_object).__name__}"
+            ) from None
         loaded = self.replay_buffer
         problem: Exception | None = None
         if not isinstance(loaded, SequenceReplayBuffer):
             problem = TypeError(f"Dreamer needs a SequenceReplayBuffer, the file holds a {type(loaded).__name__}")
+        elif loaded.observation_space != self.observation_space or loaded.action_space != self.action_space:
+            problem = ValueError(
+                f"the replay buffer was saved for observations {loaded.observation_space} and actions "
+                f"{loaded.action_space}, the model has {self.observation_space} and {self.action_space}"
+            )
         elif loaded.n_envs != self.n_envs:
             problem = ValueError(
                 f"the replay buffer holds {loaded.n_envs} env streams but the model has {self.n_envs} envs"
@@ -445,6 +465,19 @@ class Dreamer(OffPolicyAlgorithm):
             raise problem
         loaded.sequence_length = self.sequence_length
         loaded.start_new_episodes()
+
+    def _seed_env_for_resume(self) -> None:
+        """Seed the env of a loaded model from ``(seed, num_timesteps)`` instead of ``seed`` alone.
+
+        ``_setup_model`` seeds the env with the run's seed, which would make every resumed run
+        start its episodes from the same seeds as the run's first ones (the env's own RNG state is
+        not saved: it may live in another process). A seed derived from the progress differs at
+        every interruption point and is the same for every load of one file.
+        """
+        if self.seed is None or self.env is None:
+            return
+        derived = np.random.SeedSequence([self.seed, self.num_timesteps]).generate_state(1)[0]
+        self.env.seed(int(derived) % 2**31)
 
     def _capture_rng_state(self) -> dict[str, Any]:
         """Every random stream ``learn`` draws from, except the env's and the replay buffer's own."""

@@ -42,7 +42,13 @@ def action_spec_from_space(action_space: spaces.Space) -> ActionSpec:
         nvec = tuple(int(n) for n in action_space.nvec)
         return ActionSpec(True, len(nvec), max(nvec), nvec, len(nvec))
     if isinstance(action_space, spaces.MultiBinary):
-        bits = int(np.prod(action_space.shape))
+        if len(action_space.shape) != 1:
+            # SB3's replay buffers store actions as flat vectors
+            raise TypeError(
+                f"MultiBinary action spaces must be one-dimensional, got shape {action_space.shape}; "
+                "flatten them, e.g. MultiBinary(n) with a wrapper that reshapes the action"
+            )
+        bits = int(action_space.shape[0])
         return ActionSpec(True, bits, 2, (2,) * bits, bits)
     if isinstance(action_space, spaces.Box):
         if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
@@ -405,13 +411,14 @@ class DreamerPolicy(BasePolicy):
             optimizer.step()
         return finite
 
-    def train_step(self, batch: SequenceBatch) -> tuple[dict[str, torch.Tensor], bool]:
+    def train_step(self, batch: SequenceBatch) -> tuple[dict[str, torch.Tensor], tuple[bool, bool, bool]]:
         """One Dreamer update: world model, then actor (imagining with the updated world model),
         then critic and its slow copy, as in DreamerV3.
 
         A part whose loss or gradient is not finite is not applied.
 
-        :return: metrics (0-d tensors) and whether every part was applied
+        :return: metrics (0-d tensors; a skipped part's may be non-finite) and whether
+            (world model, actor, critic) were applied
         """
         cfg = self.config
         actions = self.encode_actions(batch.actions)
@@ -445,7 +452,7 @@ class DreamerPolicy(BasePolicy):
 
         metrics = {**wm.metrics, **actor.metrics, "critic_loss": critic_loss.detach()}
         metrics.update(world_model_grad_norm=wm_norm, actor_grad_norm=actor_norm, critic_grad_norm=critic_norm)
-        return metrics, wm_applied and actor_applied and critic_applied
+        return metrics, (wm_applied, actor_applied, critic_applied)
 
 
 MlpPolicy = DreamerPolicy

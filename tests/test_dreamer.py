@@ -95,7 +95,11 @@ def test_multidimensional_box_observations_are_flattened(tiny_kwargs):
 
 @pytest.mark.parametrize(
     "space",
-    [spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2))), spaces.Box(-np.inf, np.inf, (2,), np.float32)],
+    [
+        spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2))),
+        spaces.Box(-np.inf, np.inf, (2,), np.float32),
+        spaces.MultiBinary((2, 3)),
+    ],
 )
 def test_unsupported_action_spaces_raise(space, tiny_kwargs):
     with pytest.raises((TypeError, ValueError), match="action space"):
@@ -433,6 +437,14 @@ def test_load_replay_buffer_rejects_what_dreamer_cannot_sample(tmp_path, tiny_kw
         other.load_replay_buffer(tmp_path / "short")
     with pytest.raises(TypeError, match="the file holds a ReplayBuffer"):
         other.load_replay_buffer(tmp_path / "plain")
+    save_to_pkl(tmp_path / "not_a_buffer", {"rows": []})
+    with pytest.raises(TypeError, match="the file holds a dict"):
+        other.load_replay_buffer(tmp_path / "not_a_buffer")
+    continuous = Dreamer("MlpPolicy", CueEnv(action_type="continuous"), **tiny_kwargs)
+    continuous.learn(16)
+    continuous.save_replay_buffer(tmp_path / "continuous")
+    with pytest.raises(ValueError, match="replay buffer was saved for observations"):
+        other.load_replay_buffer(tmp_path / "continuous")
     assert other.replay_buffer is kept
 
 

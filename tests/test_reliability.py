@@ -34,6 +34,15 @@ class DeterministicWalk(gym.Env):
         return obs, -abs(self._x - 3.0), False, self._t >= EPISODE, {}
 
 
+class RandomStart(DeterministicWalk):
+    """The walk started at a point drawn from the env's seeded RNG, so episodes depend on the seed."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._x = float(self.np_random.uniform(-5.0, 5.0))
+        return np.array([self._x, 0.0], np.float32), {}
+
+
 KWARGS = dict(
     model_size="tiny",
     batch_size=4,
@@ -96,6 +105,24 @@ def test_resume_equals_uninterrupted_training(tmp_path):
     )
 
 
+def test_a_resumed_run_does_not_replay_its_first_episodes(tmp_path):
+    """``load`` seeds the env from the run's seed and progress: the same file gives the same
+    episode starts, but not those the run began with (the env's own RNG is not saved)."""
+    run = Dreamer("MlpPolicy", make_vec_env(RandomStart, n_envs=1), seed=5, **KWARGS)
+    run_start = Dreamer("MlpPolicy", make_vec_env(RandomStart, n_envs=1), seed=5, **KWARGS).env.reset()
+    run.learn(2 * EPISODE)
+    run.save(tmp_path / "at24")
+    run.learn(EPISODE, reset_num_timesteps=False)
+    run.save(tmp_path / "at36")
+
+    def resumed_start(name: str) -> np.ndarray:
+        return Dreamer.load(tmp_path / name, env=make_vec_env(RandomStart, n_envs=1)).env.reset()
+
+    assert np.array_equal(resumed_start("at24"), resumed_start("at24"))
+    assert not np.array_equal(resumed_start("at24"), run_start)
+    assert not np.array_equal(resumed_start("at24"), resumed_start("at36"))
+
+
 def test_non_finite_loss_skips_the_update_and_is_counted(monkeypatch):
     model = make_model(0)
     model.learn(2 * EPISODE)
@@ -109,13 +136,42 @@ def test_non_finite_loss_skips_the_update_and_is_counted(monkeypatch):
     monkeypatch.setattr(model.policy.world_model, "loss", poisoned)
     updates, skipped = model._n_updates, model._n_updates_skipped
     model.train(gradient_steps=2, batch_size=4)
-    assert model._n_updates_skipped == skipped + 2 and model._n_updates == updates
+    # the actor and critic were still applied (their losses do not read the poisoned total)
+    assert model._n_updates_skipped == skipped + 2 and model._n_updates == updates + 2
     for name, param in model.policy.world_model.named_parameters():
         torch.testing.assert_close(param, before[name], rtol=0, atol=0, msg=name)
     monkeypatch.undo()
     model.learn(EPISODE, reset_num_timesteps=False)
     assert model._n_updates > updates
     assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_a_non_finite_actor_skips_only_the_actor_and_logs_the_rest(monkeypatch):
+    model = make_model(0)
+    model.learn(2 * EPISODE)
+    policy = model.policy
+    world_model_before = [p.detach().clone() for p in policy.world_model.parameters()]
+    actor_before = [p.detach().clone() for p in policy.actor_critic.actor.parameters()]
+    original = policy.actor_critic.actor_loss
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        nan = float("nan")
+        return out._replace(loss=out.loss * nan, metrics={**out.metrics, "actor_loss": out.metrics["actor_loss"] * nan})
+
+    monkeypatch.setattr(policy.actor_critic, "actor_loss", poisoned)
+    model.logger.dump()  # forget what learn recorded
+    updates, skipped = model._n_updates, model._n_updates_skipped
+    model.train(gradient_steps=2, batch_size=4)
+    # the world model and the critic were updated, so the updates count, with a part skipped
+    assert model._n_updates == updates + 2 and model._n_updates_skipped == skipped + 2
+    assert any(not torch.equal(p, q) for p, q in zip(policy.world_model.parameters(), world_model_before))
+    for param, before in zip(policy.actor_critic.actor.parameters(), actor_before):
+        torch.testing.assert_close(param, before, rtol=0, atol=0)
+    logged = model.logger.name_to_value
+    assert np.isfinite(logged["train/world_model_loss"]) and np.isfinite(logged["train/critic_loss"])
+    assert "train/actor_loss" not in logged
+    assert logged["train/n_updates_skipped_non_finite"] == skipped + 2
 
 
 def test_keyboard_interrupt_in_callback_leaves_a_usable_model(tmp_path):

@@ -225,7 +225,7 @@ def test_v2_weight_decay_shrinks_every_parameter_by_the_same_factor_per_update(t
     params = [param for opt in optimizers for group in opt.param_groups for param in group["params"]]
     before = [param.detach().double().clone() for param in params]
     _, applied = policy.train_step(model.replay_buffer.sample(4))
-    assert applied
+    assert all(applied)
     for old, param in zip(before, params):
         large = old.abs() > 1e-3
         shrink = (old - param.detach().double())[large] / old[large]
