@@ -10,7 +10,8 @@ three, ``--conf-file`` to the packaged ``sb3_dreamer/hyperparams/<algo>.yml`` (w
 - ``optimize``: ``rl_zoo3.train --optimize-hyperparameters`` with :func:`sample_dreamer_params`
 - ``enjoy``: ``rl_zoo3.enjoy``; it passes ``state`` and ``episode_start`` to ``predict``, which
   carries the RSSM state across steps
-- ``record_video``: ``rl_zoo3.record_video``
+- ``record_video``: ``rl_zoo3.record_video``, with the ``env_kwargs`` saved in the run's
+  ``config.yml`` as ``enjoy`` uses them (rl_zoo3's own script reads only ``--env-kwargs``)
 - ``plot``: ``rl_zoo3.plots.plot_train``; ``--output FILE`` saves the figure instead of showing it
 
 Needs the ``zoo`` extra: ``pip install 'sb3-dreamer[zoo]'``.
@@ -19,9 +20,11 @@ Needs the ``zoo`` extra: ``pip install 'sb3-dreamer[zoo]'``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import runpy
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sb3_dreamer.hyperparams import ALGO_FILES, hyperparams_path
@@ -48,8 +51,10 @@ def _require_zoo() -> None:
 
 
 def register() -> None:
-    """Add Dreamer to rl_zoo3's algorithm, sampler and converter tables, and register the
-    DeepMind Control envs of shimmy (``dm_control/<domain>-<task>-v0``) when shimmy is installed.
+    """Add Dreamer to rl_zoo3's algorithm, sampler and converter tables, build the zoo's
+    evaluation env with the hyperparameter file's ``env_kwargs`` (:func:`_eval_env_uses_file_env_kwargs`),
+    and register the DeepMind Control envs of shimmy (``dm_control/<domain>-<task>-v0``) when
+    shimmy is installed.
 
     :raises ImportError: if rl_zoo3 is not installed (the message says how to install it)
     """
@@ -57,6 +62,8 @@ def register() -> None:
     import gymnasium as gym
     from rl_zoo3 import hyperparams_opt
     from rl_zoo3.utils import ALGOS
+
+    _eval_env_uses_file_env_kwargs()
 
     # Sets MUJOCO_GL=egl (headless pixels) before anything imports mujoco.
     import sb3_dreamer.envs  # noqa: F401
@@ -71,6 +78,54 @@ def register() -> None:
     except ImportError:
         return
     gym.register_envs(shimmy)
+
+
+def _eval_env_uses_file_env_kwargs() -> None:
+    """Make rl_zoo3's ``ExperimentManager`` build its evaluation env with the ``env_kwargs`` of the
+    hyperparameter file when ``--eval-env-kwargs`` is not given (idempotent).
+
+    rl_zoo3 2.x copies the training env's kwargs to the evaluation env only when they come from
+    ``--env-kwargs``; with the packaged Atari and pixel DeepMind Control sections the evaluation
+    env was built without ``frameskip: 1`` or the render settings, and their wrappers refused it
+    before training started.
+    """
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    original = ExperimentManager._preprocess_hyperparams
+    if getattr(original, "sb3_dreamer_eval_env_kwargs", False):
+        return
+
+    @functools.wraps(original)
+    def preprocess(self: ExperimentManager, hyperparams: dict[str, Any]) -> Any:
+        result = original(self, hyperparams)
+        if getattr(self, "_eval_env_kwargs_args", None) is None:
+            self.eval_env_kwargs = self.env_kwargs
+        return result
+
+    preprocess.sb3_dreamer_eval_env_kwargs = True  # type: ignore[attr-defined]
+    ExperimentManager._preprocess_hyperparams = preprocess  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _test_env_with_saved_env_kwargs() -> Iterator[None]:
+    """While active, rl_zoo3's ``create_test_env`` starts from the ``env_kwargs`` saved in the
+    run's ``config.yml`` (the hyperparameter file's), as ``enjoy`` does; ``record_video`` passes
+    only those of ``--env-kwargs`` (and of ``args.yml``), which override them."""
+    from rl_zoo3 import utils
+
+    original = utils.create_test_env
+
+    @functools.wraps(original)
+    def create_test_env(*args: Any, hyperparams: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        saved = dict((hyperparams or {}).get("env_kwargs") or {})
+        kwargs["env_kwargs"] = {**saved, **(kwargs.get("env_kwargs") or {})}
+        return original(*args, hyperparams=hyperparams, **kwargs)
+
+    utils.create_test_env = create_test_env
+    try:
+        yield
+    finally:
+        utils.create_test_env = original
 
 
 def train_schedule(train_ratio: float, replayed_per_update: int, n_envs: int = 1) -> tuple[int, int]:
@@ -207,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif command == "record_video":
         # rl_zoo3's record_video is a script body under ``if __name__ == "__main__"``, not a function.
         def record_video() -> None:
-            runpy.run_module("rl_zoo3.record_video", run_name="__main__")
+            with _test_env_with_saved_env_kwargs():
+                runpy.run_module("rl_zoo3.record_video", run_name="__main__")
 
         _run_script(record_video, prog, with_defaults(rest, conf_file=False))
     else:

@@ -54,6 +54,23 @@ def test_train_enjoy_record_video_and_plot_write_the_zoo_files(tmp_path):
 
 
 @requires_zoo
+def test_atari_section_evaluates_and_records_with_its_env_kwargs(tmp_path):
+    """The packaged ``atari`` section builds ALE with ``frameskip: 1`` (the wrapper skips frames);
+    rl_zoo3's evaluation env and ``record_video`` used to get none of its ``env_kwargs`` and stop
+    at the wrapper's check."""
+    pytest.importorskip("ale_py")
+    tiny = ["--hyperparams", "model_size:'tiny'", "learning_starts:1000"]
+    zoo(
+        "train", "--env", "ALE/Pong-v5", "-n", "40", "--eval-freq", "20", "--eval-episodes", "1",
+        "--num-threads", "1", "--seed", "0", *tiny, cwd=tmp_path,
+    )  # fmt: skip
+    run = tmp_path / "logs" / "dreamer" / "ALE-Pong-v5_1"
+    assert (run / "evaluations.npz").is_file()
+    out = zoo("record_video", "--env", "ALE/Pong-v5", "-f", "logs", "-n", "20", "-o", "videos", cwd=tmp_path)
+    assert list((tmp_path / "videos").glob("*.mp4")), out
+
+
+@requires_zoo
 def test_train_dreamer_v2_uses_its_own_packaged_file(tmp_path):
     zoo("train", "--algo", "dreamer_v2", "--env", "Pendulum-v1", "-n", "150", "--num-threads", "1", *TINY, cwd=tmp_path)
     run = tmp_path / "logs" / "dreamer_v2" / "Pendulum-v1_1"
