@@ -38,7 +38,9 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -158,12 +160,17 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
     return cls(policy_name(env_id), make_train_env(env_id, n_envs, seed), seed=seed, **kwargs)
 
 
+#: one run: algo, env id, seed, env steps, eval frequency, eval episodes, output folder, tag,
+#: Dreamer kwargs, threads, save the model, resume
+Job = tuple[str, str, int, int, int, int, str, str, dict[str, Any], int, bool, bool]
+
+
 def file_stem(env_id: str) -> str:
     """``env_id`` as a file name (``dm_control/cartpole-balance-v0`` -> ``dm_control-cartpole-balance-v0``)."""
     return env_id.replace("/", "-")
 
 
-def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], int, bool, bool]) -> str:
+def run_one(job: Job) -> str:
     """Train one (algo, env, seed) run and write its evaluation CSV; returns the CSV path.
 
     The run is labelled ``algo + tag`` in its CSV name and rows (a tagged Dreamer variant). With
@@ -176,8 +183,8 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
     ``dreamer_kwargs`` say now. Its CSV keeps the earlier rows and its ``wall_seconds`` (which
     leave out the time spent saving) go on from the last of them. The continued run is not
     bit-identical to an uninterrupted one: the train and eval envs restart from fresh episodes
-    (seeded by the step count), and the model was saved before the update that followed its last
-    evaluation."""
+    (seeded by the step count), and the model and buffer were saved inside the
+    step of the last evaluation, before that step was stored and before the update after it."""
     algo, env_id, seed, total_steps, eval_freq, eval_episodes, out, tag, dreamer_kwargs, threads, save_model, resume = (
         job
     )
@@ -208,6 +215,9 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
             if not buffer_path.exists():
                 raise FileNotFoundError(f"cannot resume {path.name}: its replay buffer {buffer_path} is missing")
             model.load_replay_buffer(buffer_path)
+        # SB3's load seeds the train env with the run's seed (a run's first episodes again; Dreamer's
+        # load derives the seed from the step count): one rule for every algorithm here
+        model.get_env().seed(seed + model.num_timesteps)
         elapsed_before = float(rows[-1]["wall_seconds"])
         last_eval = int(rows[-1]["steps"]) // repeat
         # an evaluation runs at the first step count at or past its target: with n_envs > 1 the
@@ -216,8 +226,6 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
             raise ValueError(
                 f"{model_path} is at {model.num_timesteps * repeat} env steps, {path} at {rows[-1]['steps']}"
             )
-        # load re-seeded the train env with the run's seed: new episodes, not the run's first ones
-        model.get_env().seed(seed + model.num_timesteps)
         print(f"[{label} {env_id} seed {seed}] resuming at {rows[-1]['steps']} env steps", flush=True)
     eval_env = Monitor(make_env(env_id))
     eval_env.reset(seed=10_000 + seed + model.num_timesteps)
@@ -226,11 +234,14 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
     saving_seconds = 0.0  # time spent saving, left out of the wall-clock
 
     def write_rows() -> None:
-        """Rewrite the CSV after every evaluation, so that a long run leaves a partial curve."""
-        with open(path, "w", newline="") as handle:
+        """Rewrite the CSV after every evaluation, so that a long run leaves a partial curve;
+        through a temporary file, so that a run stopped while writing keeps the previous rows."""
+        partial = path.with_suffix(".partial.csv")
+        with open(partial, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+        os.replace(partial, path)
 
     def evaluate(steps: int) -> None:
         mean, std = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
@@ -283,6 +294,16 @@ def run_one(job: tuple[str, str, int, int, int, int, str, str, dict[str, Any], i
     if model.num_timesteps < total_steps:
         model.learn(total_steps - model.num_timesteps, callback=EvalEvery(), reset_num_timesteps=not rows)
     return str(path)
+
+
+def run_one_reporting(job: Job) -> tuple[str, str | None]:
+    """:func:`run_one`, returning ``(csv path, None)`` or ``(run name, traceback)``: a run that
+    fails must not stop the runs beside it (the pool terminates them when an exception reaches it)."""
+    try:
+        return run_one(job), None
+    except Exception:  # noqa: BLE001 (any failure of one run is reported, the others go on)
+        algo, env_id, seed, *_, tag = job[:8]
+        return f"{algo}{tag} {env_id} seed {seed}", traceback.format_exc()
 
 
 def summarise(out: Path, env_id: str, algos: list[str], plot_suffix: str = "") -> str:
@@ -399,9 +420,14 @@ def main() -> None:
             for seed in args.seeds
             for steps in [args.dreamer_steps if algo.startswith("dreamer") and args.dreamer_steps else args.steps]
         ]
+        failed: list[str] = []
         with mp.get_context("spawn").Pool(args.jobs) as pool:
-            for path in pool.imap_unordered(run_one, jobs):
-                print("wrote", path, flush=True)
+            for path, error in pool.imap_unordered(run_one_reporting, jobs):
+                if error is None:
+                    print("wrote", path, flush=True)
+                else:
+                    failed.append(path)
+                    print(f"FAILED {path}:\n{error}", file=sys.stderr, flush=True)
     print(
         f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, "
         f"{args.threads} thread(s) each\n"
@@ -409,6 +435,8 @@ def main() -> None:
     # a tagged variant gets its own plot instead of replacing the task's main one
     plot_suffix = args.plot_suffix or args.tag
     print(summarise(out, args.env, [algo + tags[algo] for algo in args.algos], plot_suffix))
+    if not args.summary_only and failed:
+        raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -96,12 +96,16 @@ def test_benchmark_sb3_resume_continues_a_stopped_run_from_its_model_and_buffer(
     # a finished run is left as it is; a CSV without its model is not silently restarted
     assert "resuming at 900 env steps" in run(*common, "--steps", "900", "--resume")
     assert csv_path.read_text().splitlines() == rows
+    # ... and its failure does not stop the run beside it (seed 1, started fresh)
     (tmp_path / "CartPole-v1_dreamer_seed0.zip").unlink()
     result = subprocess.run(
-        [sys.executable, *common, "--steps", "1200", "--resume"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+        [sys.executable, *common, "--steps", "600", "--seeds", "0", "1", "--jobs", "2", "--resume"],
+        cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
     assert result.returncode != 0 and "its model" in result.stderr and "is missing" in result.stderr
+    assert "1 run(s) failed: dreamer CartPole-v1 seed 0" in result.stderr
     assert csv_path.read_text().splitlines() == rows
+    assert len((tmp_path / "CartPole-v1_dreamer_seed1.csv").read_text().splitlines()) == 3
 
 
 def test_benchmark_sb3_resume_continues_a_run_of_several_envs_saved_past_its_evaluation_step(tmp_path):
