@@ -38,6 +38,18 @@ from sb3_dreamer.presets import PAPER_BATCH, make_config
 
 SelfDreamer = TypeVar("SelfDreamer", bound="Dreamer")
 
+#: Constructor arguments that only steer training, so ``load`` may change them on a trained model,
+#: and the :class:`~sb3_dreamer.presets.DreamerConfig` field each one sets.
+LOAD_CONFIG_ARGUMENTS = {
+    "return_lambda": "return_lambda",
+    "imagination_horizon": "horizon",
+    "actor_learning_rate": "actor_lr",
+    "critic_learning_rate": "critic_lr",
+    "ent_coef": "ent_coef",
+}
+#: Constructor arguments that fix the networks: ``load`` refuses another value than the saved one.
+LOAD_FIXED_ARGUMENTS = ("version", "model_size")
+
 
 class Dreamer(OffPolicyAlgorithm):
     """Dreamer: learns a world model from replayed sequences and an actor-critic in imagination.
@@ -230,6 +242,7 @@ class Dreamer(OffPolicyAlgorithm):
             self.replay_buffer_kwargs.setdefault("seed", self.seed)
         else:
             raise TypeError(f"Dreamer needs a SequenceReplayBuffer, got {self.replay_buffer_class.__name__}")
+        self._apply_load_overrides()
         if self.gamma != self.dreamer_config.gamma:  # ``load(custom_objects={"gamma": ...})``
             self.dreamer_config = self.dreamer_config.replace(gamma=float(self.gamma))
         self.policy_kwargs["config"] = self.dreamer_config
@@ -255,6 +268,35 @@ class Dreamer(OffPolicyAlgorithm):
             retain_freed_memory()
         if self._collection_state is not None and self._collection_state[0].shape[0] != self.n_envs:
             self._collection_state = None
+
+    def _apply_load_overrides(self) -> None:
+        """Fold ``hyperparams`` and the :data:`LOAD_CONFIG_ARGUMENTS` given to ``load`` as keywords
+        (SB3 sets them as attributes before ``_setup_model``) into ``dreamer_config``, as the
+        constructor does; a model being constructed has no such attributes."""
+        overrides = dict(self.__dict__.pop("hyperparams", None) or {})
+        if "version" in overrides:
+            raise ValueError(f"hyperparams holds version={overrides['version']!r}; a loaded model keeps its version")
+        for argument, field in LOAD_CONFIG_ARGUMENTS.items():
+            if argument in self.__dict__:
+                overrides[field] = self.__dict__.pop(argument)
+        if not overrides:
+            return
+        self.dreamer_config = self.dreamer_config.replace(**overrides)
+        if "gamma" in overrides:
+            self.gamma = self.dreamer_config.gamma
+        if "model_lr" in overrides:  # the world model's rate is SB3's ``learning_rate`` schedule
+            self.learning_rate = self.dreamer_config.model_lr
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | dict[str, Any],
+        exact_match: bool = True,
+        device: torch.device | str = "auto",
+    ) -> None:
+        """Load parameters and optimizer states like SB3; the actor's and critic's learning rates
+        and Adam epsilons stay this model's (the loaded optimizer states carry the saved ones)."""
+        super().set_parameters(load_path_or_dict, exact_match, device)
+        self.policy.apply_optimizer_settings()
 
     def _setup_learn(
         self,
@@ -416,8 +458,20 @@ class Dreamer(OffPolicyAlgorithm):
         """Load like SB3. The random streams continue from where ``save`` left them (so that an
         interrupted run resumes exactly), unless ``seed`` is given: an explicit seed reseeds them,
         as it does for SB3's algorithms. Without one, the env is seeded from the saved seed and
-        ``num_timesteps`` (its own RNG state is not saved), not from the run's first seeds."""
+        ``num_timesteps`` (its own RNG state is not saved), not from the run's first seeds.
+
+        As in SB3, keywords change settings for further training: ``hyperparams`` and the
+        arguments of :data:`LOAD_CONFIG_ARGUMENTS` update the configuration (and the optimizers'
+        rates); ``version`` and ``model_size`` must equal the saved ones (``ValueError``).
+        """
+        fixed = {key: kwargs.pop(key) for key in LOAD_FIXED_ARGUMENTS if key in kwargs}
         model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        for key, value in fixed.items():
+            if value != getattr(model, key):
+                raise ValueError(
+                    f"the saved model has {key}={getattr(model, key)!r}; load cannot change it to {value!r} "
+                    "(it fixes the networks)"
+                )
         if kwargs.get("seed") is not None:
             model.set_random_seed(kwargs["seed"])
         return model

@@ -172,15 +172,25 @@ class DreamerPolicy(BasePolicy):
         self.world_model_optimizer = torch.optim.Adam(
             self.world_model.parameters(), lr=lr_schedule(1.0), eps=cfg.model_eps
         )
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor_critic.actor.parameters(), lr=cfg.actor_lr, eps=cfg.actor_critic_eps
-        )
-        self.critic_optimizer = torch.optim.Adam(
-            self.actor_critic.critic.parameters(), lr=cfg.critic_lr, eps=cfg.actor_critic_eps
-        )
+        self.actor_optimizer = torch.optim.Adam(self.actor_critic.actor.parameters())
+        self.critic_optimizer = torch.optim.Adam(self.actor_critic.critic.parameters())
+        self.apply_optimizer_settings()
         self.optimizer = self.world_model_optimizer
         #: dtype of matmuls under autocast; set by ``Dreamer`` from its ``precision`` argument
         self.compute_dtype = torch.float32
+
+    def apply_optimizer_settings(self) -> None:
+        """Set the Adam epsilons and the actor's and critic's learning rates from ``config`` (the
+        world model's rate follows the algorithm's ``learning_rate`` schedule at every update)."""
+        cfg = self.config
+        settings = (
+            (self.world_model_optimizer, {"eps": cfg.model_eps}),
+            (self.actor_optimizer, {"lr": cfg.actor_lr, "eps": cfg.actor_critic_eps}),
+            (self.critic_optimizer, {"lr": cfg.critic_lr, "eps": cfg.actor_critic_eps}),
+        )
+        for optimizer, values in settings:
+            for group in optimizer.param_groups:
+                group.update(values)
 
     def set_training_mode(self, mode: bool) -> None:
         """Put every module in training or evaluation mode; a no-op when already in ``mode``

@@ -362,6 +362,39 @@ def test_custom_objects_on_load_reach_the_buffer_and_the_update(tmp_path, tiny_k
     loaded.learn(32)
 
 
+def test_load_keywords_change_training_settings_as_in_sb3(tmp_path, tiny_kwargs):
+    """``SAC.load(path, learning_rate=...)`` trains on with the new rate; so must Dreamer's
+    configuration keywords, also in the optimizers whose saved states carry the old rates."""
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    model.learn(40)
+    model.save(tmp_path / "m")
+    loaded = Dreamer.load(
+        tmp_path / "m", env=CueEnv(), hyperparams={"actor_lr": 1e-5, "model_lr": 2e-4, "gamma": 0.9},
+        critic_learning_rate=3e-4, ent_coef=0.05, imagination_horizon=7,
+    )  # fmt: skip
+    config = loaded.policy.actor_critic.config
+    assert (config.actor_lr, config.critic_lr, config.ent_coef, config.horizon) == (1e-5, 3e-4, 0.05, 7)
+    assert loaded.dreamer_config == loaded.policy.config and loaded.gamma == config.gamma == 0.9
+    assert loaded.policy.actor_optimizer.param_groups[0]["lr"] == 1e-5
+    assert loaded.policy.critic_optimizer.param_groups[0]["lr"] == 3e-4
+    for saved, restored in zip(model.policy.parameters(), loaded.policy.parameters()):
+        torch.testing.assert_close(saved, restored, rtol=0, atol=0)
+    loaded.learn(8, reset_num_timesteps=False)
+    assert loaded.policy.world_model_optimizer.param_groups[0]["lr"] == 2e-4
+    loaded.save(tmp_path / "changed")
+    again = Dreamer.load(tmp_path / "changed")
+    assert again.dreamer_config.actor_lr == 1e-5 and again.policy.actor_optimizer.param_groups[0]["lr"] == 1e-5
+    # without keywords the saved settings stay
+    plain = Dreamer.load(tmp_path / "m")
+    assert plain.dreamer_config == model.dreamer_config
+    assert plain.policy.actor_optimizer.param_groups[0]["lr"] == model.dreamer_config.actor_lr
+    with pytest.raises(ValueError, match="model_size='tiny'; load cannot change it to 'S'"):
+        Dreamer.load(tmp_path / "m", model_size="S")
+    with pytest.raises(ValueError, match="load cannot change it to 'v1'"):
+        Dreamer.load(tmp_path / "m", version="v1")
+    assert Dreamer.load(tmp_path / "m", version="v3", model_size="tiny").dreamer_config == model.dreamer_config
+
+
 def test_load_with_a_seed_reseeds_and_without_continues_the_saved_streams(tmp_path, tiny_kwargs):
     model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
     model.learn(24)
