@@ -19,8 +19,9 @@ DreamerV2 with their papers' learning rates and entropy bonus::
 
     python examples/benchmark_sb3.py --env CartPole-v1 --algos dreamer_v1 dreamer_v2 --steps 10000
 
-Pixel tasks use the Dreamer preprocessing of :mod:`sb3_dreamer.envs`; their budgets and the
-``steps`` of the CSVs count environment frames (agent steps times the action repeat)::
+Pixel tasks (every ``dm_control/`` and ``ALE/`` id) use the Dreamer preprocessing of
+:mod:`sb3_dreamer.envs`; their budgets and the ``steps`` of the CSVs count environment frames
+(agent steps times the action repeat)::
 
     python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer \
         --steps 100000 --eval-freq 10000 --eval-episodes 5 --seeds 0 --jobs 1
@@ -49,8 +50,15 @@ import numpy as np
 
 THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0, "dm_control/cartpole-balance-v0": 800.0}
 
-#: Environment frames per agent step of the pixel tasks (DMC action repeat, Atari frame skip).
-ACTION_REPEAT = {"dm_control/cartpole-balance-v0": 2, "ALE/Pong-v5": 4}
+#: Environment frames per agent step of the pixel tasks by id prefix (every DeepMind Control task
+#: from pixels at action repeat 2, every ALE game at frame skip 4).
+ACTION_REPEAT = {"dm_control/": 2, "ALE/": 4}
+
+
+def action_repeat(env_id: str) -> int:
+    """Env frames per agent step: the pixel tasks' action repeat, 1 for the others."""
+    return next((repeat for prefix, repeat in ACTION_REPEAT.items() if env_id.startswith(prefix)), 1)
+
 
 #: RL Zoo hyperparameters (rl-baselines3-zoo ``hyperparams/*.yml``) for the baselines.
 #: ``n_timesteps`` is the zoo's training budget: schedules (linear learning rate and clip range,
@@ -110,7 +118,7 @@ def make_train_env(env_id: str, n_envs: int, seed: int):
 
 def policy_name(env_id: str) -> str:
     """``CnnPolicy`` for the pixel tasks, ``MlpPolicy`` otherwise."""
-    return "CnnPolicy" if env_id in ACTION_REPEAT else "MlpPolicy"
+    return "CnnPolicy" if action_repeat(env_id) > 1 else "MlpPolicy"
 
 
 def _linear(start: float, budget_fraction: float):
@@ -194,7 +202,7 @@ def run_one(job: Job) -> str:
     from stable_baselines3.common.monitor import Monitor
 
     torch.set_num_threads(threads)
-    repeat = ACTION_REPEAT.get(env_id, 1)
+    repeat = action_repeat(env_id)
     total_steps //= repeat
     eval_freq //= repeat
     model = make_model(algo, env_id, seed, total_steps, dreamer_kwargs)

@@ -133,6 +133,9 @@ def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
     # the packaged entry's other hyperparams are kept, not replaced by the override's dict
     assert model.dreamer_config.model_lr == packaged.dreamer_config.model_lr
     assert packaged.dreamer_config.actor_lr != 2e-5 and packaged.sequence_length != 16
+    # every DeepMind Control task and ALE game is a pixel task with its action repeat
+    assert [module.action_repeat(env_id) for env_id in ("dm_control/walker-walk-v0", "ALE/Breakout-v5")] == [2, 4]
+    assert module.policy_name("dm_control/walker-walk-v0") == "CnnPolicy" and module.action_repeat("CartPole-v1") == 1
 
 
 def test_benchmark_speed_prints_a_table():
