@@ -482,10 +482,10 @@ class Dreamer(OffPolicyAlgorithm):
         It must be a :class:`~sb3_dreamer.buffers.SequenceReplayBuffer` (``TypeError`` otherwise)
         for the model's observation and action spaces, holding as many env streams as the model has
         envs, each with room for the model's ``sequence_length`` (``ValueError`` otherwise); on an
-        error the model keeps its buffer. The
-        loaded buffer samples sequences of the model's ``sequence_length`` (the one it was saved with
-        may differ, e.g. after ``load(custom_objects={"sequence_length": ...})``), and its streams
-        end where they were saved: the next stored step starts a new episode in every stream.
+        error the model keeps its buffer. The loaded buffer samples sequences of the model's
+        ``sequence_length`` (the one it was saved with may differ, e.g. after
+        ``load(custom_objects={"sequence_length": ...})``), and its streams end where they were
+        saved: the next stored step starts a new episode in every stream.
         """
         current = self.replay_buffer
         try:
