@@ -244,7 +244,7 @@ def run_one(job: Job) -> str:
     def write_rows() -> None:
         """Rewrite the CSV after every evaluation, so that a long run leaves a partial curve;
         through a temporary file, so that a run stopped while writing keeps the previous rows."""
-        partial = path.with_suffix(".partial.csv")
+        partial = path.with_name(path.name + ".partial")  # not *.csv: summarise must not read it
         with open(partial, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()

@@ -270,17 +270,14 @@ class Dreamer(OffPolicyAlgorithm):
             self._collection_state = None
 
     def _apply_load_overrides(self) -> None:
-        """Fold ``hyperparams`` and the :data:`LOAD_CONFIG_ARGUMENTS` given to ``load`` as keywords
-        (SB3 sets them as attributes before ``_setup_model``) into ``dreamer_config``, as the
-        constructor does; a model being constructed has no such attributes."""
+        """Fold the ``hyperparams`` given to ``load`` (SB3 sets its keywords as attributes before
+        ``_setup_model``; ``load`` gathers the configuration keywords there) into
+        ``dreamer_config``; a model being constructed has no such attribute."""
         overrides = dict(self.__dict__.pop("hyperparams", None) or {})
-        if "version" in overrides:
-            raise ValueError(f"hyperparams holds version={overrides['version']!r}; a loaded model keeps its version")
-        for argument, field in LOAD_CONFIG_ARGUMENTS.items():
-            if argument in self.__dict__:
-                overrides[field] = self.__dict__.pop(argument)
         if not overrides:
             return
+        if "version" in overrides:
+            raise ValueError(f"hyperparams holds version={overrides['version']!r}; a loaded model keeps its version")
         self.dreamer_config = self.dreamer_config.replace(**overrides)
         if "gamma" in overrides:
             self.gamma = self.dreamer_config.gamma
@@ -457,20 +454,34 @@ class Dreamer(OffPolicyAlgorithm):
     ) -> SelfDreamer:
         """Load like SB3. The random streams continue from where ``save`` left them (so that an
         interrupted run resumes exactly), unless ``seed`` is given: an explicit seed reseeds them,
-        as it does for SB3's algorithms. Without one, the env is seeded from the saved seed and
-        ``num_timesteps`` (its own RNG state is not saved), not from the run's first seeds.
+        as it does for SB3's algorithms. Without one, the env passed here is seeded from the saved
+        seed (if the model had one) and ``num_timesteps`` (its own RNG state is not saved), not
+        from the run's first seeds.
 
-        As in SB3, keywords change settings for further training: ``hyperparams`` and the
-        arguments of :data:`LOAD_CONFIG_ARGUMENTS` update the configuration (and the optimizers'
-        rates); ``version`` and ``model_size`` must equal the saved ones (``ValueError``).
+        As in SB3, keywords change settings for further training: ``hyperparams``, the arguments
+        of :data:`LOAD_CONFIG_ARGUMENTS`, ``gamma`` and a constant ``learning_rate`` update the
+        configuration (and the optimizers' rates), the named ones winning over ``hyperparams`` as
+        in the constructor; ``version`` and ``model_size`` must give the saved networks
+        (``ValueError``).
         """
         fixed = {key: kwargs.pop(key) for key in LOAD_FIXED_ARGUMENTS if key in kwargs}
+        # as in the constructor, the named arguments win over ``hyperparams`` and ``None`` means unchanged
+        overrides = dict(kwargs.pop("hyperparams", None) or {})
+        named = {field: kwargs.pop(argument) for argument, field in LOAD_CONFIG_ARGUMENTS.items() if argument in kwargs}
+        if kwargs.get("gamma") is not None:
+            named["gamma"] = kwargs.pop("gamma")
+        if isinstance(kwargs.get("learning_rate"), (int, float)):
+            named["model_lr"] = float(kwargs.pop("learning_rate"))
+        overrides.update({field: value for field, value in named.items() if value is not None})
+        if overrides:
+            kwargs["hyperparams"] = overrides
         model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
         for key, value in fixed.items():
-            if value != getattr(model, key):
+            saved = getattr(model, key)
+            same = value == saved or (key == "model_size" and _same_sizes(model.version, value, saved))
+            if not same:
                 raise ValueError(
-                    f"the saved model has {key}={getattr(model, key)!r}; load cannot change it to {value!r} "
-                    "(it fixes the networks)"
+                    f"the saved model has {key}={saved!r}; load cannot change it to {value!r} (it fixes the networks)"
                 )
         if kwargs.get("seed") is not None:
             model.set_random_seed(kwargs["seed"])
@@ -490,12 +501,14 @@ class Dreamer(OffPolicyAlgorithm):
         current = self.replay_buffer
         try:
             super().load_replay_buffer(path, truncate_last_traj)
-        except AssertionError:  # SB3 asserts a ReplayBuffer after assigning whatever the file held
+        except Exception as error:  # SB3 assigns whatever the file held before it checks it
             loaded_object = self.replay_buffer
             self.replay_buffer = current
+            if loaded_object is current or isinstance(loaded_object, ReplayBuffer):
+                raise
             raise TypeError(
                 f"Dreamer needs a SequenceReplayBuffer, the file holds a {type(loaded_object).__name__}"
-            ) from None
+            ) from error
         loaded = self.replay_buffer
         problem: Exception | None = None
         if not isinstance(loaded, SequenceReplayBuffer):
@@ -578,6 +591,15 @@ class Dreamer(OffPolicyAlgorithm):
             "policy.critic_optimizer",
         ]
         return state_dicts, []
+
+
+def _same_sizes(version: str, model_size: str | None, saved_model_size: str | None) -> bool:
+    """Whether two ``model_size`` arguments give ``version`` the same networks (``None`` is the
+    paper's sizes, which for V3 are ``"S"``)."""
+    try:
+        return make_config(version, model_size) == make_config(version, saved_model_size)
+    except ValueError:
+        return False
 
 
 def _check_vec_normalize_layout(vec_normalize_env: VecNormalize | None, env: VecEnv | None) -> None:

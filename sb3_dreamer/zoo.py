@@ -87,7 +87,8 @@ def _eval_env_uses_file_env_kwargs() -> None:
     rl_zoo3 2.x copies the training env's kwargs to the evaluation env only when they come from
     ``--env-kwargs``; with the packaged Atari and pixel DeepMind Control sections the evaluation
     env was built without ``frameskip: 1`` or the render settings, and their wrappers refused it
-    before training started.
+    before training started. The patch holds for every algorithm the process runs after
+    :func:`register`, as the fix of rl_zoo3's behaviour it is.
     """
     from rl_zoo3.exp_manager import ExperimentManager
 

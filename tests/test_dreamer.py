@@ -19,6 +19,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_dreamer import Dreamer
+from sb3_dreamer.dreamer import _same_sizes
 from tests.conftest import CueEnv
 
 
@@ -368,13 +369,15 @@ def test_load_keywords_change_training_settings_as_in_sb3(tmp_path, tiny_kwargs)
     model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
     model.learn(40)
     model.save(tmp_path / "m")
+    # the named keywords win over hyperparams, as in the constructor; None leaves a setting as saved
     loaded = Dreamer.load(
-        tmp_path / "m", env=CueEnv(), hyperparams={"actor_lr": 1e-5, "model_lr": 2e-4, "gamma": 0.9},
-        critic_learning_rate=3e-4, ent_coef=0.05, imagination_horizon=7,
+        tmp_path / "m", env=CueEnv(), hyperparams={"actor_lr": 1e-5, "model_lr": 2e-4, "gamma": 0.9, "ent_coef": 0.1},
+        critic_learning_rate=3e-4, ent_coef=0.05, imagination_horizon=7, gamma=0.95, return_lambda=None,
     )  # fmt: skip
     config = loaded.policy.actor_critic.config
     assert (config.actor_lr, config.critic_lr, config.ent_coef, config.horizon) == (1e-5, 3e-4, 0.05, 7)
-    assert loaded.dreamer_config == loaded.policy.config and loaded.gamma == config.gamma == 0.9
+    assert config.return_lambda == model.dreamer_config.return_lambda
+    assert loaded.dreamer_config == loaded.policy.config and loaded.gamma == config.gamma == 0.95
     assert loaded.policy.actor_optimizer.param_groups[0]["lr"] == 1e-5
     assert loaded.policy.critic_optimizer.param_groups[0]["lr"] == 3e-4
     for saved, restored in zip(model.policy.parameters(), loaded.policy.parameters()):
@@ -393,6 +396,8 @@ def test_load_keywords_change_training_settings_as_in_sb3(tmp_path, tiny_kwargs)
     with pytest.raises(ValueError, match="load cannot change it to 'v1'"):
         Dreamer.load(tmp_path / "m", version="v1")
     assert Dreamer.load(tmp_path / "m", version="v3", model_size="tiny").dreamer_config == model.dreamer_config
+    # a size argument that gives the same networks is the same size (V3's paper sizes are "S")
+    assert _same_sizes("v3", None, "S") and not _same_sizes("v3", "tiny", "S") and not _same_sizes("v3", "?", "S")
 
 
 def test_load_with_a_seed_reseeds_and_without_continues_the_saved_streams(tmp_path, tiny_kwargs):

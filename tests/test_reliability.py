@@ -152,6 +152,7 @@ def test_a_non_finite_actor_skips_only_the_actor_and_logs_the_rest(monkeypatch):
     policy = model.policy
     world_model_before = [p.detach().clone() for p in policy.world_model.parameters()]
     actor_before = [p.detach().clone() for p in policy.actor_critic.actor.parameters()]
+    critic_before = [p.detach().clone() for p in policy.actor_critic.critic.parameters()]
     original = policy.actor_critic.actor_loss
 
     def poisoned(*args, **kwargs):
@@ -166,6 +167,7 @@ def test_a_non_finite_actor_skips_only_the_actor_and_logs_the_rest(monkeypatch):
     # the world model and the critic were updated, so the updates count, with a part skipped
     assert model._n_updates == updates + 2 and model._n_updates_skipped == skipped + 2
     assert any(not torch.equal(p, q) for p, q in zip(policy.world_model.parameters(), world_model_before))
+    assert any(not torch.equal(p, q) for p, q in zip(policy.actor_critic.critic.parameters(), critic_before))
     for param, before in zip(policy.actor_critic.actor.parameters(), actor_before):
         torch.testing.assert_close(param, before, rtol=0, atol=0)
     logged = model.logger.name_to_value
