@@ -392,6 +392,9 @@ class ActorCritic(nn.Module):
         critic_raw = None
         with torch.set_grad_enabled(backprop):
             rewards = world_model.reward(features[1:])  # (H, N)
+            # a backprop actor also learns through the predicted continuation of the λ-returns, as
+            # in the DreamerV1 and V2 code (a thresholded ``"mode"`` passes no gradient)
+            continues = torch.cat([start_continue[None], world_model.continuation(features[1:])])  # (H + 1, N)
             if backprop:
                 values = self.value(features, slow=cfg.slow_critic_returns)  # (H + 1, N)
         if not backprop:
@@ -400,7 +403,6 @@ class ActorCritic(nn.Module):
                 slow_values = self.value(features, slow=True) if cfg.slow_critic_returns else None
             values = self.critic.mean(critic_raw.detach()) if slow_values is None else slow_values
         with torch.no_grad():
-            continues = torch.cat([start_continue[None], world_model.continuation(features[1:].detach())])
             # gamma^t times the continues up to t, without dividing by gamma (which may be 0)
             weights = torch.cumprod(torch.cat([continues[:1], cfg.gamma * continues[1:]]), 0)  # (H + 1, N)
         returns = lambda_returns(rewards, cfg.gamma * continues[1:], values, cfg.return_lambda)  # (H, N)

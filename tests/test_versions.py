@@ -230,3 +230,29 @@ def test_v2_weight_decay_shrinks_every_parameter_by_the_same_factor_per_update(t
         large = old.abs() > 1e-3
         shrink = (old - param.detach().double())[large] / old[large]
         torch.testing.assert_close(shrink, torch.full_like(shrink, 1e-6), rtol=0, atol=2e-7)
+
+
+@pytest.mark.parametrize(("version", "flows"), [("v1", True), ("v2", True), ("v3", False)])
+def test_a_backprop_actor_learns_through_the_predicted_continuation(version, flows, tiny_kwargs, monkeypatch):
+    """DreamerV1's and V2's code compute the λ-returns' discounts from the continue head inside the
+    actor's gradient tape; V3 (2023) thresholds it (``"mode"``), which passes no gradient."""
+    model = Dreamer("MlpPolicy", CueEnv(action_type="continuous"), version=version, **tiny_kwargs)
+    model.learn(40)
+    policy, actor_critic = model.policy, model.policy.actor_critic
+    assert actor_critic.uses_backprop
+    batch = model.replay_buffer.sample(4)
+    actions = policy.encode_actions(batch.actions)
+    wm = policy.world_model.loss(batch.observations, actions, batch.rewards, batch.is_first, batch.is_terminal)
+
+    def actor_gradient() -> torch.Tensor:
+        torch.manual_seed(0)  # the same imagined actions
+        with policy.frozen(policy.world_model, actor_critic.critic):
+            loss = actor_critic.actor_loss(policy.world_model, wm.posterior, wm.start_continue).loss
+        grads = torch.autograd.grad(loss, list(actor_critic.actor.parameters()))
+        return torch.cat([grad.flatten() for grad in grads])
+
+    through = actor_gradient()
+    continuation = policy.world_model.continuation
+    monkeypatch.setattr(policy.world_model, "continuation", lambda features: continuation(features).detach())
+    cut = actor_gradient()
+    assert not torch.equal(through, cut) if flows else torch.equal(through, cut)
