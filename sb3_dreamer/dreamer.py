@@ -38,15 +38,32 @@ from sb3_dreamer.presets import PAPER_BATCH, make_config
 
 SelfDreamer = TypeVar("SelfDreamer", bound="Dreamer")
 
-#: Constructor arguments that only steer training, so ``load`` may change them on a trained model,
-#: and the :class:`~sb3_dreamer.presets.DreamerConfig` field each one sets.
+#: Constructor arguments that set a :class:`~sb3_dreamer.presets.DreamerConfig` field, and that
+#: field (with a constant ``learning_rate``, which sets ``model_lr``). They only steer training, so
+#: ``load`` may change them on a trained model.
 LOAD_CONFIG_ARGUMENTS = {
+    "gamma": "gamma",
     "return_lambda": "return_lambda",
     "imagination_horizon": "horizon",
     "actor_learning_rate": "actor_lr",
     "critic_learning_rate": "critic_lr",
     "ent_coef": "ent_coef",
 }
+
+
+def _config_overrides(hyperparams: dict[str, Any] | None, arguments: dict[str, Any]) -> dict[str, Any]:
+    """``hyperparams`` updated with the named ``arguments`` (of :data:`LOAD_CONFIG_ARGUMENTS` and
+    ``learning_rate``) that are not ``None``; a ``learning_rate`` schedule sets no field."""
+    overrides = dict(hyperparams or {})
+    for argument, value in arguments.items():
+        if argument == "learning_rate":
+            if isinstance(value, (int, float)):
+                overrides["model_lr"] = float(value)
+        elif value is not None:
+            overrides[LOAD_CONFIG_ARGUMENTS[argument]] = value
+    return overrides
+
+
 #: Constructor arguments that fix the networks: ``load`` refuses another value than the saved one.
 LOAD_FIXED_ARGUMENTS = ("version", "model_size")
 
@@ -145,23 +162,23 @@ class Dreamer(OffPolicyAlgorithm):
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        overrides = dict(hyperparams or {})
-        if "version" in overrides:
+        if hyperparams and "version" in hyperparams:
             raise ValueError(
-                f"hyperparams holds version={overrides['version']!r}; choose the algorithm set with the version "
+                f"hyperparams holds version={hyperparams['version']!r}; choose the algorithm set with the version "
                 f"argument (here {version!r}), not as a hyperparameter"
             )
-        named = {
-            "gamma": gamma,
-            "return_lambda": return_lambda,
-            "horizon": imagination_horizon,
-            "actor_lr": actor_learning_rate,
-            "critic_lr": critic_learning_rate,
-            "ent_coef": ent_coef,
-        }
-        if isinstance(learning_rate, (int, float)):
-            named["model_lr"] = float(learning_rate)
-        overrides.update({key: value for key, value in named.items() if value is not None})
+        overrides = _config_overrides(
+            hyperparams,
+            dict(
+                gamma=gamma,
+                return_lambda=return_lambda,
+                imagination_horizon=imagination_horizon,
+                actor_learning_rate=actor_learning_rate,
+                critic_learning_rate=critic_learning_rate,
+                ent_coef=ent_coef,
+                learning_rate=learning_rate,
+            ),
+        )
         self.dreamer_config = make_config(version, model_size, **overrides)
         self.model_size = model_size
         self.version = version
@@ -459,20 +476,18 @@ class Dreamer(OffPolicyAlgorithm):
         from the run's first seeds.
 
         As in SB3, keywords change settings for further training: ``hyperparams``, the arguments
-        of :data:`LOAD_CONFIG_ARGUMENTS`, ``gamma`` and a constant ``learning_rate`` update the
+        of :data:`LOAD_CONFIG_ARGUMENTS` and a constant ``learning_rate`` update the
         configuration (and the optimizers' rates), the named ones winning over ``hyperparams`` as
         in the constructor; ``version`` and ``model_size`` must give the saved networks
         (``ValueError``).
         """
         fixed = {key: kwargs.pop(key) for key in LOAD_FIXED_ARGUMENTS if key in kwargs}
-        # as in the constructor, the named arguments win over ``hyperparams`` and ``None`` means unchanged
-        overrides = dict(kwargs.pop("hyperparams", None) or {})
-        named = {field: kwargs.pop(argument) for argument, field in LOAD_CONFIG_ARGUMENTS.items() if argument in kwargs}
-        if kwargs.get("gamma") is not None:
-            named["gamma"] = kwargs.pop("gamma")
+        # as in the constructor, the named arguments win over ``hyperparams`` and ``None`` means unchanged;
+        # a learning-rate schedule stays with SB3
+        named = {argument: kwargs.pop(argument) for argument in LOAD_CONFIG_ARGUMENTS if argument in kwargs}
         if isinstance(kwargs.get("learning_rate"), (int, float)):
-            named["model_lr"] = float(kwargs.pop("learning_rate"))
-        overrides.update({field: value for field, value in named.items() if value is not None})
+            named["learning_rate"] = kwargs.pop("learning_rate")
+        overrides = _config_overrides(kwargs.pop("hyperparams", None), named)
         if overrides:
             kwargs["hyperparams"] = overrides
         model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
