@@ -39,6 +39,12 @@ except ImportError:
 
 ObsArray = np.ndarray | dict[str, np.ndarray]
 
+
+def _without_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` without its dimensions of size one."""
+    return tuple(size for size in shape if size != 1)
+
+
 # Key under which the single array of a Box observation space is handled internally.
 _BOX_KEY = "__box__"
 
@@ -207,7 +213,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         obs_store = {
             key: np.zeros((capacity, n_envs, *space.shape), dtype=space.dtype) for key, space in subspaces.items()
         }
-        self.observations = obs_store[_BOX_KEY] if _BOX_KEY in obs_store else obs_store
+        self.observations = self._from_fields(obs_store)
         self.actions = np.zeros((capacity, n_envs, self.action_dim), dtype=np.float32)
         self.rewards = np.zeros((capacity, n_envs), dtype=np.float32)
         self.is_first = np.zeros((capacity, n_envs), dtype=bool)
@@ -372,8 +378,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         for name, fields in (("observation", obs_fields), ("next observation", next_obs_fields)):
             for key, value in fields.items():
                 if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-                    where = "" if key == _BOX_KEY else f" (key {key!r})"
-                    raise ValueError(f"non-finite {name}{where} from the environment")
+                    raise ValueError(f"non-finite {name}{self._where(key)} from the environment")
         if not np.isfinite(reward).all():
             raise ValueError(f"non-finite reward {reward} from the environment")
         if not np.isfinite(action).all():
@@ -470,11 +475,11 @@ class SequenceReplayBuffer(ReplayBuffer):
         cols = envs[None, :]  # (1, B)
 
         obs = {key: store[rows, cols] for key, store in self._obs_fields(self.observations).items()}
-        normalized_obs = self._normalize_obs(obs[_BOX_KEY] if _BOX_KEY in obs else obs, env)
+        normalized_obs = self._normalize_obs(self._from_fields(obs), env)
         normalized_fields = self._obs_fields(normalized_obs)
         obs_tensors = {key: self.to_torch(value, copy=False) for key, value in normalized_fields.items()}
         return SequenceBatch(
-            observations=obs_tensors[_BOX_KEY] if _BOX_KEY in obs_tensors else obs_tensors,
+            observations=self._from_fields(obs_tensors),
             actions=self.to_torch(self.actions[rows, cols], copy=False),
             rewards=self.to_torch(self._normalize_reward(self.rewards[rows, cols], env), copy=False),
             is_first=self.to_torch(self.is_first[rows, cols].astype(np.float32), copy=False),
@@ -507,14 +512,35 @@ class SequenceReplayBuffer(ReplayBuffer):
         """View an observation array (or dict of arrays) as a dict keyed like the storage."""
         return dict(obs) if isinstance(obs, dict) else {_BOX_KEY: obs}
 
+    def _from_fields(self, fields: dict[str, Any]) -> Any:
+        """Inverse of :meth:`_obs_fields`: the dict itself for a Dict space, its one value otherwise."""
+        return fields if isinstance(self.observation_space, spaces.Dict) else fields[_BOX_KEY]
+
+    def _where(self, key: str) -> str:
+        """`` (key 'k')`` for a Dict space's key in messages, nothing for a Box space."""
+        return f" (key {key!r})" if isinstance(self.observation_space, spaces.Dict) else ""
+
     def _prepare_obs(self, obs: ObsArray) -> dict[str, np.ndarray]:
-        """Cast a batch of observations to the stored dtypes and shapes ``(n_envs, *shape)``."""
+        """Cast a batch of observations to the stored dtypes and shapes ``(n_envs, *shape)``.
+
+        Only dimensions of size one may differ from the stored shape (SB3's vectorised envs add or
+        drop them); anything else, e.g. a channel-last image for a channel-first space, and float
+        values for an integer (image) space raise instead of being reshaped or cast into garbage.
+        """
         stores = self._obs_fields(self.observations)
         fields = self._obs_fields(obs)
-        return {
-            key: np.asarray(fields[key], dtype=store.dtype).reshape(self.n_envs, *store.shape[2:])
-            for key, store in stores.items()
-        }
+        prepared = {}
+        for key, store in stores.items():
+            value = np.asarray(fields[key])
+            shape = (self.n_envs, *store.shape[2:])
+            if _without_ones(value.shape) != _without_ones(shape):
+                raise ValueError(f"observation{self._where(key)} of shape {value.shape}, expected {shape}")
+            if store.dtype.kind in "iu" and value.dtype.kind not in "biu":
+                raise TypeError(
+                    f"observation{self._where(key)} of dtype {value.dtype} for a space of dtype {store.dtype}"
+                )
+            prepared[key] = value.astype(store.dtype, copy=False).reshape(shape)
+        return prepared
 
     def _write_rows(
         self,

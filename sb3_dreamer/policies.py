@@ -226,7 +226,8 @@ class DreamerPolicy(BasePolicy):
         """Model actions ``(n, A)`` to ``(env_action, buffer_action)`` numpy arrays.
 
         ``buffer_action`` is what the replay buffer stores: indices for discrete spaces, the action
-        clipped to ``[-1, 1]`` for ``Box``; ``env_action`` is rescaled to the Box bounds.
+        clipped to ``[-1, 1]`` for ``Box``; ``env_action`` is rescaled to the Box bounds and lies
+        within them.
         """
         spec = self.action_spec
         if spec.discrete:
@@ -240,6 +241,8 @@ class DreamerPolicy(BasePolicy):
             return env_action.astype(self.action_space.dtype), indices.astype(np.float32)
         scaled = encoded.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
         env_action = self.unscale_action(scaled.reshape((-1, *self.action_space.shape)))
+        # rescaling in float32 can land one ulp outside the bounds (e.g. high 0.08013236 -> 0.08013248)
+        env_action = np.clip(env_action, self.action_space.low, self.action_space.high)
         return env_action.astype(self.action_space.dtype), scaled
 
     # ------------------------------------------------------------------ acting

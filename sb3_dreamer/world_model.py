@@ -178,8 +178,31 @@ class RSSM(nn.Module):
 
     def img_step(self, state: RSSMState, action: torch.Tensor, sample: bool = True) -> RSSMState:
         """One imagined step from the prior: ``(N, ...), (N, A) -> (N, ...)``."""
-        deter = self._recurrent(state, self.img_in_action(self._bound_action(action)))
+        return self._prior_step(state, self.img_in_action(self._bound_action(action)), sample)
+
+    def _prior_step(self, state: RSSMState, action_proj: torch.Tensor, sample: bool) -> RSSMState:
+        """Recurrent update from the projected action ``(N, hidden)``, then the prior."""
+        deter = self._recurrent(state, action_proj)
         return RSSMState(deter, self.latent.sample(self.prior_raw(deter), sample))
+
+    def _begin_step(
+        self, state: RSSMState, action: torch.Tensor, is_first: torch.Tensor
+    ) -> tuple[RSSMState, torch.Tensor]:
+        """Rows where ``is_first`` ``(N,)`` is set start from the initial state with no action;
+        returns the state and the projected action ``(N, hidden)``, zero on those rows."""
+        action_proj = self.img_in_action(self._bound_action(action))
+        keep = (1.0 - is_first.to(action_proj.dtype)).unsqueeze(-1)  # (N, 1)
+        if bool(is_first.any()):
+            state = self._reset(state, self.initial_state(is_first.shape[0]), keep)
+        return state, action_proj * keep
+
+    def logged_prior_step(
+        self, state: RSSMState, action: torch.Tensor, is_first: torch.Tensor, sample: bool = True
+    ) -> RSSMState:
+        """One prior step along logged data, ``state (N, ...), action (N, A), is_first (N,)``:
+        :meth:`obs_step` without the observation (an episode start resets the state there too)."""
+        state, action_proj = self._begin_step(state, action, is_first)
+        return self._prior_step(state, action_proj, sample)
 
     @staticmethod
     def _reset(state: RSSMState, initial: RSSMState, keep: torch.Tensor) -> RSSMState:
@@ -206,10 +229,7 @@ class RSSM(nn.Module):
         sample: bool = True,
     ) -> RSSMState:
         """One posterior step for acting: ``state (N, ...), action (N, A), embed (N, E), is_first (N,)``."""
-        keep = (1.0 - is_first.to(embed.dtype)).unsqueeze(-1)  # (N, 1)
-        if bool(is_first.any()):
-            state = self._reset(state, self.initial_state(is_first.shape[0]), keep)
-        action_proj = self.img_in_action(self._bound_action(action)) * keep
+        state, action_proj = self._begin_step(state, action, is_first)
         return self._posterior_step(state, action_proj, self.obs_out_embed(embed), sample)[0]
 
     def observe(
@@ -306,7 +326,8 @@ class WorldModel(nn.Module):
         self, observations: Observations, actions: torch.Tensor, is_first: torch.Tensor, context: int = 5
     ) -> dict[str, torch.Tensor]:
         """Decoded images of a ``(T, B)`` batch: reconstructions of the first ``context`` steps
-        (posterior), then the open-loop prediction of the rest from the logged actions (prior).
+        (posterior), then the open-loop prediction of the rest from the logged actions (prior),
+        restarted from the initial state where a new episode begins.
 
         :return: ``{image key: (T, B, C, H, W)}`` in ``[0, 1]``
         """
@@ -317,7 +338,8 @@ class WorldModel(nn.Module):
         state = observed.last
         features = [torch.cat([observed.deter, observed.stoch], dim=-1)]
         for t in range(context, is_first.shape[0]):
-            state = self.rssm.img_step(state, actions[t], sample=False)
+            # a window may cross into a new episode: its first frame is predicted from the initial state
+            state = self.rssm.logged_prior_step(state, actions[t], is_first[t], sample=False)
             features.append(state.features()[None])
         all_features = torch.cat(features)  # (T, B, F)
         return {key: decoder.predict(all_features).clamp(0.0, 1.0) for key, decoder in self.decoder.cnns.items()}

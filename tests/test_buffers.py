@@ -303,6 +303,45 @@ def test_dict_observation_space() -> None:
     torch.testing.assert_close(images[1] - images[0], torch.ones(4))
 
 
+def test_a_dict_key_named_like_the_internal_box_key_is_kept() -> None:
+    space = spaces.Dict({"__box__": VEC_SPACE, "image": IMAGE_SPACE})
+    buffer = make_buffer(buffer_size=6, sequence_length=2, observation_space=space)
+    for step in range(3):
+        obs = {"__box__": np.full((1, 3), step, np.float32), "image": np.full((1, 1, 8, 8), step, np.uint8)}
+        buffer.add(obs, obs, np.ones((1, 2)), np.ones(1), np.zeros(1), [{}])
+    batch = buffer.sample(2)
+    assert set(batch.observations) == {"__box__", "image"}
+    torch.testing.assert_close(
+        batch.observations["image"][:, :, 0, 0, 0].float(), batch.observations["__box__"][..., 0]
+    )
+
+
+RGB_SPACE = spaces.Box(0, 255, shape=(3, 8, 8), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "obs, error, message",
+    [
+        (np.zeros((2, 8, 8, 3), np.uint8), ValueError, r"shape \(2, 8, 8, 3\), expected \(2, 3, 8, 8\)"),
+        (np.zeros((2, 192), np.uint8), ValueError, "shape"),
+        (np.full((2, 3, 8, 8), 0.5, np.float32), TypeError, "dtype float32 for a space of dtype uint8"),
+    ],
+)
+def test_wrong_observation_layouts_and_dtypes_are_refused(obs: np.ndarray, error: type, message: str) -> None:
+    buffer = make_buffer(
+        buffer_size=8, sequence_length=2, n_envs=2, observation_space=RGB_SPACE, action_space=DISCRETE_ACTIONS
+    )
+    actions, zeros = np.array([1, 3]), np.zeros(2)
+    with pytest.raises(error, match=message):
+        buffer.add(obs, obs, actions, zeros, zeros, [{}, {}])
+    assert buffer.filled.tolist() == [0, 0]
+    # dimensions of size one may differ, as SB3's vectorised envs hand them over
+    single = make_buffer(buffer_size=8, sequence_length=2, observation_space=RGB_SPACE, action_space=DISCRETE_ACTIONS)
+    image = np.zeros((3, 8, 8), np.uint8)
+    single.add(image, image, np.array(1), np.zeros(1), np.zeros(1), [{}])
+    assert single.filled.tolist() == [2]  # the first step stores its start and next observation
+
+
 def test_sample_tensor_types() -> None:
     buffer = make_buffer(buffer_size=10, sequence_length=4)
     streams = CounterStreams(n_envs=1)

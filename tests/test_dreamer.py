@@ -87,6 +87,17 @@ def test_every_supported_action_space_learns_and_predicts(name, tiny_kwargs):
     assert np.shape(single) == space.shape
 
 
+def test_box_actions_at_the_limits_stay_inside_float32_bounds(tiny_kwargs):
+    # float32 rescaling of +1 to these bounds gives 0.08013248 > high without a final clip
+    space = spaces.Box(np.float32(-5.3890076), np.float32(0.08013236), (1,), np.float32)
+    model = Dreamer("MlpPolicy", SpaceEnv(space), **tiny_kwargs)
+    env_actions, buffer_actions = model.policy.decode_actions(torch.tensor([[1.0], [-1.0], [3.0]]))
+    for action in env_actions:
+        assert space.contains(action), action
+    np.testing.assert_array_equal(env_actions[:, 0], [space.high[0], space.low[0], space.high[0]])
+    np.testing.assert_array_equal(buffer_actions[:, 0], [1.0, -1.0, 1.0])
+
+
 def test_multidimensional_box_observations_are_flattened(tiny_kwargs):
     model = Dreamer("MlpPolicy", SpaceEnv(spaces.Discrete(2), obs_shape=(2, 3)), **tiny_kwargs)
     model.learn(40)

@@ -174,6 +174,30 @@ def test_imagination_video_in_tensorboard_gif_and_mp4(tmp_path, channels):
         write_imagination_video(model, tmp_path / "imagination.avi")
 
 
+def test_open_loop_prediction_restarts_at_an_episode_start():
+    """A replayed window may run into a new episode: from its first step on the prediction must not
+    depend on the episode before it (nor on the action logged at that step, which is a filler)."""
+    env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=True)
+    world_model = Dreamer("CnnPolicy", env, **PIXEL_KWARGS).policy.world_model.eval()
+    generator = torch.Generator().manual_seed(0)
+    steps, batch, start = 8, 2, 6  # context 3; column 1 starts a new episode at step 6
+    observations = torch.randint(0, 256, (steps, batch, 1, 40, 40), generator=generator, dtype=torch.uint8)
+    classes = env.action_space.n
+    actions = torch.nn.functional.one_hot(torch.randint(0, classes, (steps, batch), generator=generator), classes)
+    actions = actions.float()
+    is_first = torch.zeros(steps, batch)
+    is_first[0] = 1.0
+    is_first[start, 1] = 1.0
+    other_observations, other_actions = observations.clone(), actions.clone()
+    other_observations[:start, 1] = 255 - observations[:start, 1]
+    other_actions[: start + 1, 1] = actions[: start + 1, 1].roll(1, dims=-1)
+    first = world_model.open_loop(observations, actions, is_first, context=3)[SINGLE_KEY]
+    second = world_model.open_loop(other_observations, other_actions, is_first, context=3)[SINGLE_KEY]
+    assert not torch.allclose(first[start - 1, 1], second[start - 1, 1])
+    torch.testing.assert_close(first[start:, 1], second[start:, 1], rtol=0, atol=0)
+    torch.testing.assert_close(first[:, 0], second[:, 0], rtol=0, atol=0)
+
+
 def test_imagination_videos_leave_training_unchanged(tmp_path):
     """Logging a video draws replay windows and latent samples from copies of the random streams,
     so the trained weights are the same with and without it."""
