@@ -172,9 +172,12 @@ def truncated_normal_sample(mean: torch.Tensor, std: torch.Tensor, clip: float =
     low = torch.special.ndtr((-1.0 - mean_wide) / std_wide)
     high = torch.special.ndtr((1.0 - mean_wide) / std_wide)
     uniform = low + (high - low) * torch.rand_like(mean_wide)
-    # strictly between the bounds' CDF values, where the inverse CDF is finite
-    tiny = torch.finfo(wide).tiny
-    uniform = torch.minimum(torch.maximum(uniform, low + tiny), high - tiny)
+    # strictly between 0 and 1, where the inverse CDF is finite: ``high`` rounds to exactly 1 when
+    # the bound is many stds away, and ``high - tiny`` would still be 1
+    uniform = torch.minimum(
+        torch.maximum(uniform, torch.nextafter(low, torch.ones_like(low))),
+        torch.nextafter(high, torch.zeros_like(high)),
+    )
     sample = (mean_wide + std_wide * torch.special.ndtri(uniform)).to(mean.dtype)
     clipped = sample.detach().clamp(-1.0 + clip, 1.0 - clip)
     return sample + (clipped - sample).detach()

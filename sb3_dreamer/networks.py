@@ -147,7 +147,9 @@ class LayerNormGRUCell(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         # x: (N, input_size), h: (N, hidden_size) -> (N, hidden_size)
-        gates = self.norm(self.linear(torch.cat([x, h], dim=-1)))
+        # the gates in float32: CPU autocast leaves LayerNorm's output in bfloat16, where 1 - update
+        # moves in steps of 2^-8 (an update of 0.0009 would keep the state exactly)
+        gates = self.norm(self.linear(torch.cat([x, h], dim=-1))).float()
         reset, cand, update = gates.chunk(3, dim=-1)
         cand = torch.tanh(torch.sigmoid(reset) * cand)
         update = torch.sigmoid(update - 1.0)

@@ -36,8 +36,8 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """Map ``"fp32"``, ``"bf16"`` or ``"auto"`` to the compute dtype on ``device``.
 
-    ``"auto"`` picks bfloat16 on CUDA devices that support it and on CPUs with native bf16
-    instructions, float32 everywhere else. ``"bf16"`` on a CPU without them is honoured with a
+    ``"auto"`` picks bfloat16 on CUDA devices that run it natively (not emulated) and on CPUs with
+    native bf16 instructions, float32 everywhere else. ``"bf16"`` on a CPU without them is honoured with a
     ``UserWarning``: there bf16 is emulated, and a pixel update ran 13x slower than in float32 on a
     2-core AMD EPYC with AVX2 only (``docs/benchmarks.md``, section B).
     """
@@ -56,7 +56,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
             )
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        # without emulation: GPUs before Ampere "support" bfloat16 only by emulating it, slowly
+        with torch.cuda.device(device) if device.index is not None else contextlib.nullcontext():
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float32
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     return torch.float32

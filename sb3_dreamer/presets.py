@@ -227,6 +227,12 @@ class DreamerConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.actor_dist == "tanh_normal" and self.actor_grad_continuous != "backprop":
+            # a float32 tanh sample is exactly ±1 beyond |u| ~ 9 (often at V1's initial std of 5),
+            # where its log-likelihood, which Reinforce needs, can no longer be recovered
+            raise ValueError(
+                f"actor_dist='tanh_normal' needs actor_grad_continuous='backprop', got {self.actor_grad_continuous!r}"
+            )
         flags = ("layer_norm", "learned_initial_state", "symlog_inputs", "free_bits_on_mean", "return_normalization")
         for name in flags + ("slow_critic_returns", "backprop_baseline"):
             if not isinstance(getattr(self, name), bool):

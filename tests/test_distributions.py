@@ -213,3 +213,15 @@ def test_truncated_normal_sample_is_reparameterised():
         torch.tensor([[0.4, 1.5]], dtype=torch.float64, requires_grad=True),
     )
     assert torch.autograd.gradcheck(truncated_normal_entropy, inputs)
+
+
+def test_truncated_normal_sample_stays_finite_when_a_bound_cdf_rounds_to_one(monkeypatch):
+    # at a mean of -1 the upper bound is 20 stds away, its CDF exactly 1.0 in float64; the largest
+    # uniform draw lands on it, and the inverse CDF there is infinite
+    monkeypatch.setattr(torch, "rand_like", lambda x: torch.full_like(x, 1.0 - 2.0**-53))
+    mean = torch.tensor([-1.0], requires_grad=True)
+    std = torch.tensor([0.1], requires_grad=True)
+    sample = truncated_normal_sample(mean, std)
+    sample.sum().backward()
+    assert torch.isfinite(sample).all() and -1.0 < sample.item() < 1.0
+    assert torch.isfinite(mean.grad).all() and torch.isfinite(std.grad).all()

@@ -139,6 +139,8 @@ def test_unsupported_observation_space_raises(tiny_kwargs):
         (dict(hyperparams={"model_grad_clip": -5.0}), "model_grad_clip"),
         (dict(hyperparams={"actor_critic_grad_clip": 0.0}), "actor_critic_grad_clip"),
         (dict(hyperparams={"return_norm_limit": 0.0}), "return_norm_limit"),
+        (dict(version="v1", hyperparams={"actor_grad_continuous": "reinforce"}), "tanh_normal"),
+        (dict(hyperparams={"actor_dist": "tanh_normal", "actor_grad_continuous": "both"}), "tanh_normal"),
     ],
 )
 def test_invalid_hyperparameters_raise(kwargs, match, tiny_kwargs):

@@ -90,3 +90,30 @@ def test_autocast_sets_the_matmul_dtype():
     with autocast(CPU, torch.float32):
         assert active_compute_dtype("cpu") == torch.float32
         assert layer(x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_cuda_takes_bf16_only_where_it_is_native(native, monkeypatch):
+    # torch's default counts emulated bfloat16 (GPUs before Ampere) as supported
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    expected = torch.bfloat16 if native else torch.float32
+    assert resolve_precision("auto", torch.device("cuda")) == expected
+
+
+def test_gru_gates_are_computed_in_float32_under_bf16_autocast():
+    from sb3_dreamer.networks import LayerNormGRUCell
+
+    cell = LayerNormGRUCell(2, 4)
+    with torch.no_grad():
+        cell.linear.weight.zero_()  # gates = the LayerNorm's bias
+        cell.norm.bias.zero_()
+        cell.norm.bias[8:] = -6.0  # update = sigmoid(-7) = 0.00091: 1 - update is 1.0 in bfloat16
+    x, h = torch.zeros(1, 2), torch.full((1, 4), 1000.0)
+    expected = (1.0 - torch.sigmoid(torch.tensor(-7.0))) * 1000.0  # the candidate is tanh(0) = 0
+    with autocast(CPU, torch.bfloat16):
+        out = cell(x, h)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.full((1, 4), expected.item()))
