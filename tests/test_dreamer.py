@@ -404,6 +404,10 @@ def test_load_keywords_change_training_settings_as_in_sb3(tmp_path, tiny_kwargs)
     plain = Dreamer.load(tmp_path / "m")
     assert plain.dreamer_config == model.dreamer_config
     assert plain.policy.actor_optimizer.param_groups[0]["lr"] == model.dreamer_config.actor_lr
+    # as in the constructor, learning_rate=None means the saved rate (SB3 would set None)
+    kept = Dreamer.load(tmp_path / "m", env=CueEnv(), learning_rate=None)
+    assert kept.dreamer_config == model.dreamer_config and kept.learning_rate == model.learning_rate
+    kept.learn(8, reset_num_timesteps=False)
     with pytest.raises(ValueError, match="model_size='tiny'; load cannot change it to 'S'"):
         Dreamer.load(tmp_path / "m", model_size="S")
     with pytest.raises(ValueError, match="load cannot change it to 'v1'"):
