@@ -78,3 +78,33 @@ class PixelCueEnv(CueEnv):
         else:
             image[4:12, 1:7] = 255
         return image
+
+
+def assert_same_policy_state(a, b) -> None:
+    """Two Dreamer policies hold the same weights, buffers and Adam moments, bit for bit."""
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for name, tensor in state_a.items():
+        torch.testing.assert_close(state_b[name], tensor, rtol=0, atol=0, msg=name)
+    for optimizer in ("world_model_optimizer", "actor_optimizer", "critic_optimizer"):
+        moments_a = getattr(a, optimizer).state_dict()["state"]
+        moments_b = getattr(b, optimizer).state_dict()["state"]
+        assert moments_a.keys() == moments_b.keys(), optimizer
+        for key in moments_a:
+            for field in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(moments_b[key][field], moments_a[key][field], rtol=0, atol=0)
+
+
+def assert_same_predictions(a, b, observations, steps: int = 5) -> None:
+    """Deterministic ``predict`` of two models (or policies) over ``steps`` steps from fresh
+    states: the same actions and the same recurrent states at every step."""
+    states = [None, None]
+    starts = np.ones(len(observations), dtype=bool)
+    for _ in range(steps):
+        (action_a, states[0]), (action_b, states[1]) = (
+            model.predict(observations, state, starts, deterministic=True) for model, state in zip((a, b), states)
+        )
+        np.testing.assert_array_equal(action_b, action_a)
+        for part_a, part_b in zip(*states):
+            np.testing.assert_array_equal(part_b, part_a)
+        starts = np.zeros_like(starts)

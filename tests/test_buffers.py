@@ -541,10 +541,17 @@ def test_a_full_ring_buffer_and_an_uncompacted_pickle_load_unchanged(tmp_path) -
     streams = CounterStreams(n_envs=1)
     for _ in range(4):
         partly_filled.add(*streams.step([CONTINUE]))
+    state = dict(partly_filled.__dict__)
+    stored = int(partly_filled.filled.max())
+    for name in ("observations", "actions", "rewards"):  # the unused rows of the old pickle hold garbage
+        state[name] = state[name].copy()
+        state[name][stored:] = 7.0
     old_format = SequenceReplayBuffer.__new__(SequenceReplayBuffer)
-    old_format.__setstate__(dict(partly_filled.__dict__))
+    old_format.__setstate__(state)
     assert old_format.observations.shape == (10, 1, 3) and old_format.actions.shape == (10, 1, 2)
-    np.testing.assert_array_equal(old_format.observations, partly_filled.observations)
+    np.testing.assert_array_equal(old_format.observations, partly_filled.observations)  # unused rows zero again
+    np.testing.assert_array_equal(old_format.actions, partly_filled.actions)
+    np.testing.assert_array_equal(old_format.rewards, partly_filled.rewards)
     _assert_same_rows(old_format, partly_filled)
 
 

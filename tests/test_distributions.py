@@ -83,8 +83,13 @@ def test_straight_through_has_sample_value_and_probability_gradient():
     sample = torch.tensor([[0.0, 1.0, 0.0]])
     out = straight_through(sample, probs)
     torch.testing.assert_close(out, sample)
-    (out * torch.tensor([[1.0, 2.0, 3.0]])).sum().backward()
-    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    weights = torch.tensor([[1.0, 2.0, 3.0]])
+    (out * weights).sum().backward()
+    # the gradient is that of the expected value under the probabilities
+    expected_logits = logits.detach().clone().requires_grad_(True)
+    (torch.softmax(expected_logits, -1) * weights).sum().backward()
+    torch.testing.assert_close(logits.grad, expected_logits.grad)
+    assert logits.grad.abs().sum() > 0
 
 
 def test_categorical_kl_zero_for_equal_and_positive_otherwise():

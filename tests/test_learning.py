@@ -40,27 +40,20 @@ def test_learns_to_follow_the_cue(action_type, version):
     assert mean >= 8.0, mean
 
 
+class SwappedPixelCueEnv(PixelCueEnv):
+    """:class:`PixelCueEnv` with the lit halves swapped: the image shows the opposite cue."""
+
+    def _obs(self) -> np.ndarray:
+        return super()._obs()[:, ::-1].copy()
+
+
 def test_learns_the_cue_from_pixels():
-    """CnnPolicy: the cue is only visible as which half of the image is lit."""
+    """CnnPolicy: the cue is only visible as which half of the image is lit, so an agent that
+    ignores its pixels scores 0 in expectation. The trained agent must also score about -10 when
+    the image shows the opposite cue: its actions follow the pixels."""
     model = Dreamer("CnnPolicy", PixelCueEnv(), seed=1, **LEARN_KWARGS)
     model.learn(1500)
     mean, _ = evaluate_policy(model, PixelCueEnv(), n_eval_episodes=20, deterministic=True)
     assert mean >= 8.0, mean
-
-
-class BlindPixelCueEnv(PixelCueEnv):
-    """:class:`PixelCueEnv` with every image blank: the rewards follow the cue as before, but
-    nothing the agent sees carries it."""
-
-    def _obs(self) -> np.ndarray:
-        return np.zeros((16, 16, 1), dtype=np.uint8)
-
-
-def test_pixel_blind_agent_fails_the_cue_task():
-    """Guards the pixel test above: the same agent, trained the same way on the same task with
-    blank images, cannot score (|mean| < 4 fails with probability < 1e-6 for a blind agent over
-    20 episodes of 10 coin flips), so the cue reaches the agent only through its pixels."""
-    model = Dreamer("CnnPolicy", BlindPixelCueEnv(), seed=1, **LEARN_KWARGS)
-    model.learn(1500)
-    mean, _ = evaluate_policy(model, BlindPixelCueEnv(), n_eval_episodes=20, deterministic=True)
-    assert abs(mean) < 4.0, mean
+    swapped, _ = evaluate_policy(model, SwappedPixelCueEnv(), n_eval_episodes=20, deterministic=True)
+    assert swapped <= -8.0, swapped

@@ -10,6 +10,7 @@ from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 
 from sb3_dreamer import Dreamer
 from sb3_dreamer.networks import SINGLE_KEY, ConvDecoder, ConvEncoder, conv_stage_sizes
+from tests.conftest import assert_same_policy_state, assert_same_predictions
 
 PIXEL_KWARGS = dict(
     model_size="tiny",
@@ -83,7 +84,8 @@ def test_cnn_policy_on_fake_images(tmp_path, size, channels):
     assert actions.shape == (3,)
     model.save(tmp_path / "cnn")
     loaded = Dreamer.load(tmp_path / "cnn")
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+    assert_same_policy_state(model.policy, loaded.policy)
+    assert_same_predictions(model, loaded, obs)
 
 
 def test_predict_rejects_float_images_and_missing_keys():
@@ -109,7 +111,8 @@ def test_multi_input_policy_on_simple_multi_obs_env(tmp_path):
     assert actions.shape == (2,) and state[0].shape[0] == 2
     model.save(tmp_path / "multi")
     loaded = Dreamer.load(tmp_path / "multi")
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+    assert_same_policy_state(model.policy, loaded.policy)
+    assert_same_predictions(model, loaded, obs)
 
 
 class ImageAndVectorEnv(FakeImageEnv):

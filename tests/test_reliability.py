@@ -10,6 +10,7 @@ from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_dreamer import Dreamer
+from tests.conftest import assert_same_policy_state
 
 EPISODE = 12
 
@@ -59,15 +60,7 @@ def make_model(seed: int) -> Dreamer:
 
 
 def assert_same_training_state(a: Dreamer, b: Dreamer) -> None:
-    for (name, tensor_a), tensor_b in zip(a.policy.state_dict().items(), b.policy.state_dict().values()):
-        torch.testing.assert_close(tensor_a, tensor_b, rtol=0, atol=0, msg=name)
-    for opt in ("world_model_optimizer", "actor_optimizer", "critic_optimizer"):
-        state_a = getattr(a.policy, opt).state_dict()["state"]
-        state_b = getattr(b.policy, opt).state_dict()["state"]
-        assert state_a.keys() == state_b.keys()
-        for key in state_a:
-            for field in ("exp_avg", "exp_avg_sq"):
-                torch.testing.assert_close(state_a[key][field], state_b[key][field], rtol=0, atol=0)
+    assert_same_policy_state(a.policy, b.policy)
     assert a._n_updates == b._n_updates and a.num_timesteps == b.num_timesteps
 
 
