@@ -19,7 +19,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
 from sb3_dreamer.buffers import SequenceReplayBuffer
 from sb3_dreamer.memory import retain_freed_memory
@@ -89,8 +89,10 @@ class Dreamer(OffPolicyAlgorithm):
     :param batch_size: sequences per update (``B``); ``None``: the paper's (V1 50, V2/V3 16)
     :param sequence_length: steps per replayed sequence (``T``); ``None``: the paper's (V1/V2 50,
         V3 64)
-    :param train_freq: update every ``train_freq`` vec-env steps (int, or SB3's ``(n, "step")``)
-    :param gradient_steps: updates per training round
+    :param train_freq: update every ``train_freq`` vec-env steps (int, or SB3's ``(n, "step")``
+        or ``(n, "episode")``)
+    :param gradient_steps: updates per training round; ``-1``: as many as env steps collected
+        since the last round (SB3's rule)
     :param gamma: discount of the λ-returns; ``None``: preset (V3 0.997, V1/V2 0.99)
     :param return_lambda: λ of the λ-returns; ``None``: preset (0.95)
     :param imagination_horizon: imagined steps per start state; ``None``: preset (15)
@@ -189,15 +191,15 @@ class Dreamer(OffPolicyAlgorithm):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
-        if not isinstance(video_log_interval, int) or video_log_interval < 0:
+        if not isinstance(video_log_interval, (int, np.integer)) or video_log_interval < 0:
             raise ValueError(f"video_log_interval must be a non-negative integer, got {video_log_interval!r}")
         self.video_log_interval = video_log_interval
         _check_positive(buffer_size=buffer_size, batch_size=batch_size, sequence_length=sequence_length)
-        if not isinstance(gradient_steps, int) or gradient_steps < -1:
+        if not isinstance(gradient_steps, (int, np.integer)) or gradient_steps < -1:
             raise ValueError(
                 f"gradient_steps must be a non-negative integer or -1 (as many as env steps), got {gradient_steps!r}"
             )
-        if not isinstance(learning_starts, int) or learning_starts < 0:
+        if not isinstance(learning_starts, (int, np.integer)) or learning_starts < 0:
             raise ValueError(f"learning_starts must be a non-negative integer, got {learning_starts!r}")
         # a copy: the buffer's settings are added to it below, and the caller may reuse its dict
         replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
@@ -320,6 +322,12 @@ class Dreamer(OffPolicyAlgorithm):
         tb_log_name: str = "run",
         progress_bar: bool = False,
     ) -> tuple[int, BaseCallback]:
+        if self.action_noise is not None:
+            # e.g. load(path, action_noise=...): SB3 would accept it and Dreamer would ignore it
+            raise ValueError(
+                "Dreamer does not use action_noise; its exploration is the actor's own sampling "
+                "(and hyperparams={'explore_noise': ...} for V1-style additive noise)"
+            )
         env_will_reset = reset_num_timesteps or self._last_obs is None
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         if env_will_reset:
@@ -447,9 +455,11 @@ class Dreamer(OffPolicyAlgorithm):
         )
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
-        """Set the env like SB3; a ``VecNormalize`` must see the observations as the policy does."""
-        super().set_env(env, force_reset)
-        _check_vec_normalize_layout(self._vec_normalize_env, self.env)
+        """Set the env like SB3; a ``VecNormalize`` must see the observations as the policy does
+        (checked before anything changes, so a refused env leaves the model's env in place)."""
+        wrapped = self._wrap_env(env, self.verbose)
+        _check_vec_normalize_layout(unwrap_vec_normalize(wrapped), wrapped)
+        super().set_env(wrapped, force_reset)
 
     def set_random_seed(self, seed: int | None = None) -> None:
         """Seed every random stream as SB3 does (python, numpy, torch, action space, env), and the

@@ -148,6 +148,23 @@ def test_invalid_hyperparameters_raise(kwargs, match, tiny_kwargs):
         Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, **kwargs})
 
 
+def test_numpy_integers_are_accepted_as_counts(tiny_kwargs):
+    counts = {"learning_starts": np.int64(8), "gradient_steps": np.int64(2), "video_log_interval": np.int64(0)}
+    model = Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, **counts})
+    model.learn(16)
+    assert model._n_updates > 0
+
+
+def test_action_noise_is_refused_rather_than_ignored(tmp_path, tiny_kwargs):
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    model = Dreamer("MlpPolicy", CueEnv(action_type="continuous"), **tiny_kwargs)
+    model.save(tmp_path / "m")
+    noisy = Dreamer.load(tmp_path / "m", env=CueEnv(action_type="continuous"), action_noise=NormalActionNoise(0.0, 0.1))
+    with pytest.raises(ValueError, match="action_noise"):
+        noisy.learn(8)
+
+
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 def test_gamma_zero_trains_actor_and_critic(version, tiny_kwargs):
     """With gamma 0 only the first imagined step is weighted; the weights must stay finite (they

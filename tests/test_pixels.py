@@ -276,6 +276,9 @@ def test_vec_normalize_over_channel_last_images_is_refused(policy, make_env):
     model.learn(16)
     with pytest.raises(ValueError, match="other shapes than the policy's"):
         model.set_env(VecNormalize(DummyVecEnv([make_env]), norm_obs=False))
+    # the refused env is not kept: training goes on with the accepted one
+    assert model.get_vec_normalize_env() is accepted and model.get_env() is accepted
+    model.learn(8, reset_num_timesteps=False)
 
 
 def test_imagination_video_needs_images(tmp_path):
