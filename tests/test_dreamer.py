@@ -63,7 +63,7 @@ def deterministic_actions(model: Dreamer, observations: np.ndarray, steps: int =
 
 
 @pytest.mark.parametrize("name", list(ACTION_SPACES))
-def test_every_supported_action_space_learns_and_predicts(name, tiny_kwargs):
+def test_every_supported_action_space_trains_stores_and_predicts(name, tiny_kwargs):
     space = ACTION_SPACES[name]
     model = Dreamer("MlpPolicy", SpaceEnv(space), **tiny_kwargs)
     model.learn(64)
@@ -100,7 +100,12 @@ def test_box_actions_at_the_limits_stay_inside_float32_bounds(tiny_kwargs):
 
 def test_multidimensional_box_observations_are_flattened(tiny_kwargs):
     model = Dreamer("MlpPolicy", SpaceEnv(spaces.Discrete(2), obs_shape=(2, 3)), **tiny_kwargs)
+    world_model = model.policy.world_model
+    # the encoder reads the 6 numbers of each (2, 3) observation, and the decoder predicts 6
+    assert world_model.encoder.mlp.hidden[0].linear.in_features == 6
+    assert world_model.decoder.vector_sizes == [6]
     model.learn(40)
+    assert model._n_updates > 0
     actions, _ = model.predict(np.zeros((4, 2, 3), np.float32))
     assert actions.shape == (4,)
 
