@@ -495,7 +495,8 @@ class Dreamer(OffPolicyAlgorithm):
         # as in the constructor, the named arguments win over ``hyperparams`` and ``None`` means unchanged;
         # a learning-rate schedule stays with SB3
         named = {argument: kwargs.pop(argument) for argument in LOAD_CONFIG_ARGUMENTS if argument in kwargs}
-        if kwargs.get("learning_rate", 0.0) is None or isinstance(kwargs.get("learning_rate"), (int, float)):
+        rate = kwargs.get("learning_rate")
+        if "learning_rate" in kwargs and (rate is None or isinstance(rate, (int, float))):
             named["learning_rate"] = kwargs.pop("learning_rate")  # None: the saved rate, not SB3's None
         overrides = _config_overrides(kwargs.pop("hyperparams", None), named)
         if overrides:
