@@ -19,6 +19,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule
+from stable_baselines3.common.utils import ConstantSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
 from sb3_dreamer.buffers import SequenceReplayBuffer
@@ -51,14 +52,24 @@ LOAD_CONFIG_ARGUMENTS = {
 }
 
 
+def _constant_rate(value: Any) -> float | None:
+    """A learning rate that does not change: a number, or SB3's ``ConstantSchedule`` (which
+    rl_zoo3 makes of every number it is given); ``None`` for anything else."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, ConstantSchedule):
+        return float(value.val)
+    return None
+
+
 def _config_overrides(hyperparams: dict[str, Any] | None, arguments: dict[str, Any]) -> dict[str, Any]:
     """``hyperparams`` updated with the named ``arguments`` (of :data:`LOAD_CONFIG_ARGUMENTS` and
     ``learning_rate``) that are not ``None``; a ``learning_rate`` schedule sets no field."""
     overrides = dict(hyperparams or {})
     for argument, value in arguments.items():
         if argument == "learning_rate":
-            if isinstance(value, (int, float)):
-                overrides["model_lr"] = float(value)
+            if _constant_rate(value) is not None:
+                overrides["model_lr"] = _constant_rate(value)
         elif value is not None:
             overrides[LOAD_CONFIG_ARGUMENTS[argument]] = value
     return overrides
@@ -496,7 +507,7 @@ class Dreamer(OffPolicyAlgorithm):
         # a learning-rate schedule stays with SB3
         named = {argument: kwargs.pop(argument) for argument in LOAD_CONFIG_ARGUMENTS if argument in kwargs}
         rate = kwargs.get("learning_rate")
-        if "learning_rate" in kwargs and (rate is None or isinstance(rate, (int, float))):
+        if "learning_rate" in kwargs and (rate is None or _constant_rate(rate) is not None):
             named["learning_rate"] = kwargs.pop("learning_rate")  # None: the saved rate, not SB3's None
         overrides = _config_overrides(kwargs.pop("hyperparams", None), named)
         if overrides:

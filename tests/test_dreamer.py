@@ -433,6 +433,22 @@ def test_load_keywords_change_training_settings_as_in_sb3(tmp_path, tiny_kwargs)
     assert _same_sizes("v3", None, "S") and not _same_sizes("v3", "tiny", "S") and not _same_sizes("v3", "?", "S")
 
 
+def test_a_constant_schedule_is_a_constant_learning_rate(tmp_path, tiny_kwargs):
+    """rl_zoo3 hands every number over as SB3's ConstantSchedule: it must set the world model's
+    rate in the configuration as the number does, at construction and at load (the zoo's -i)."""
+    from stable_baselines3.common.utils import ConstantSchedule
+
+    model = Dreamer("MlpPolicy", CueEnv(), learning_rate=ConstantSchedule(1e-5), **tiny_kwargs)
+    assert model.dreamer_config.model_lr == 1e-5
+    model.learn(24)
+    assert model.policy.world_model_optimizer.param_groups[0]["lr"] == 1e-5
+    model.save(tmp_path / "m")
+    loaded = Dreamer.load(tmp_path / "m", env=CueEnv(), learning_rate=ConstantSchedule(2e-5))
+    assert loaded.dreamer_config.model_lr == 2e-5
+    loaded.learn(8, reset_num_timesteps=False)
+    assert loaded.policy.world_model_optimizer.param_groups[0]["lr"] == 2e-5
+
+
 def test_load_with_a_seed_reseeds_and_without_continues_the_saved_streams(tmp_path, tiny_kwargs):
     model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
     model.learn(24)
