@@ -70,6 +70,8 @@ def build_zoo_env(env_id: str, section: dict) -> gym.Env:
     [
         ("dm_control/cartpole-balance-v0", "dm_control/cartpole-balance-v0", "shimmy", "dreamer"),
         ("dm_control/walker-walk-v0", "dm_control/walker-walk-v0", "shimmy", "dreamer"),
+        ("dm_control/cartpole-balance-v0", "dm_control/cartpole-balance-v0", "shimmy", "dreamer_v2"),
+        ("dm_control/walker-walk-v0", "dm_control/walker-walk-v0", "shimmy", "dreamer_v1"),
         ("atari", "ALE/Pong-v5", "ale_py", "dreamer"),
         ("atari", "ALE/Pong-v5", "ale_py", "dreamer_v2"),
         ("atari", "ALE/Pong-v5", "ale_py", "dreamer_v1"),
