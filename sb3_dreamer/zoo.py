@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import math
 import runpy
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -138,10 +139,16 @@ def train_schedule(train_ratio: float, replayed_per_update: int, n_envs: int = 1
     """
     if train_ratio <= 0:
         raise ValueError(f"train_ratio must be positive, got {train_ratio!r}")
-    per_vec_step = train_ratio * n_envs
-    if per_vec_step <= replayed_per_update:
-        return max(1, round(replayed_per_update / per_vec_step)), 1
-    return 1, max(1, round(per_vec_step / replayed_per_update))
+    per_vec_step = train_ratio * n_envs  # replayed steps wanted per vec-env step
+
+    def error(schedule: tuple[int, int]) -> float:
+        train_freq, gradient_steps = schedule
+        return abs(math.log(gradient_steps * replayed_per_update / (train_freq * per_vec_step)))
+
+    # the least frequent rounds of one update that come closest, or several updates a round
+    # (e.g. 3 envs at ratio 256 with 512 steps an update: 3 updates every 2 vec-env steps)
+    candidates = [(freq, max(1, round(per_vec_step * freq / replayed_per_update))) for freq in range(1, 65)]
+    return min(candidates, key=lambda schedule: (round(error(schedule), 9), schedule[0]))
 
 
 def convert_dreamer_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -194,8 +201,9 @@ def sample_dreamer_params(
 
 def with_defaults(args: Sequence[str], conf_file: bool) -> list[str]:
     """``args`` with ``--algo dreamer`` added if no ``--algo`` is given and, if ``conf_file`` and
-    the algorithm is one of :data:`ALGO_NAMES`, ``--conf-file`` pointing at its packaged file."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    the algorithm is one of :data:`ALGO_NAMES`, ``--conf-file`` pointing at its packaged file.
+    Abbreviated options count, as rl_zoo3's parser accepts them (``--al``, ``--conf``)."""
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("-a", "--algo")
     parser.add_argument("-conf", "--conf-file")
     known, _ = parser.parse_known_args(list(args))
@@ -218,6 +226,22 @@ def _run_script(script: Callable[[], Any], prog: str, args: Sequence[str]) -> No
         sys.argv = saved
 
 
+def _folder_env_names(args: Sequence[str]) -> list[str]:
+    """``args`` with the env ids after ``-e`` / ``--env`` written as rl_zoo3 names run folders
+    (``dm_control/cartpole-balance-v0`` -> ``dm_control-cartpole-balance-v0``): ``plot_train``
+    matches the ids against folder names."""
+    result, in_envs = [], False
+    for arg in args:
+        if arg in ("-e", "--env"):
+            in_envs = True
+        elif arg.startswith("-"):
+            in_envs = False
+        elif in_envs:
+            arg = arg.replace("/", "-")
+        result.append(arg)
+    return result
+
+
 def plot(args: Sequence[str]) -> None:
     """rl_zoo3's ``plot_train`` on ``args``; ``--output FILE`` saves the figure (headless) instead
     of showing it."""
@@ -231,7 +255,7 @@ def plot(args: Sequence[str]) -> None:
     from matplotlib import pyplot as plt
     from rl_zoo3.plots.plot_train import plot_train
 
-    _run_script(plot_train, "sb3_dreamer.zoo plot", with_defaults(rest, conf_file=False))
+    _run_script(plot_train, "sb3_dreamer.zoo plot", with_defaults(_folder_env_names(rest), conf_file=False))
     if known.output:
         figure = plt.gcf()
         if not any(axis.lines for axis in figure.axes):

@@ -124,6 +124,9 @@ def test_train_schedule_matches_the_train_ratio():
     assert train_schedule(128, 16 * 32) == (4, 1)
     assert train_schedule(1024, 16 * 32) == (1, 2)
     assert train_schedule(128, 16 * 32, n_envs=4) == (1, 1)
+    # 3 envs: 256 x 3 = 768 replayed steps per vec-env step, 3 updates of 512 every 2 (was 2 every 1)
+    assert train_schedule(256, 16 * 32, n_envs=3) == (2, 3)
+    assert train_schedule(128, 16 * 32, n_envs=3) == (4, 3)
     with pytest.raises(ValueError, match="train_ratio"):
         train_schedule(0, 512)
     params = {
@@ -133,6 +136,15 @@ def test_train_schedule_matches_the_train_ratio():
     kwargs = convert_dreamer_params(params)
     ratio = kwargs["batch_size"] * kwargs["sequence_length"] * kwargs["gradient_steps"] / kwargs["train_freq"]
     assert ratio == 32
+
+
+def test_plot_names_env_ids_as_rl_zoo3_names_run_folders():
+    from sb3_dreamer.zoo import _folder_env_names
+
+    args = ["-a", "dreamer", "--env", "dm_control/cartpole-balance-v0", "ALE/Pong-v5", "-f", "logs/x/y"]
+    assert _folder_env_names(args) == [
+        "-a", "dreamer", "--env", "dm_control-cartpole-balance-v0", "ALE-Pong-v5", "-f", "logs/x/y",
+    ]  # fmt: skip
 
 
 def test_defaults_add_dreamer_and_the_packaged_file_only_when_missing():
@@ -150,6 +162,10 @@ def test_defaults_add_dreamer_and_the_packaged_file_only_when_missing():
         "--algo", "dreamer_v2", "--env", "CartPole-v1", "--conf-file", str(hyperparams_path("dreamer_v2")),
     ]  # fmt: skip
     assert with_defaults(["--algo", "ppo"], conf_file=True) == ["--algo", "ppo"]
+    # rl_zoo3 accepts abbreviations: the user's file and algorithm must not be overridden
+    assert with_defaults(["--al", "dreamer_v2", "--conf", "my.yml"], conf_file=True) == [
+        "--al", "dreamer_v2", "--conf", "my.yml",
+    ]  # fmt: skip
     assert with_defaults(["-f", "logs"], conf_file=False) == ["-f", "logs", "--algo", "dreamer"]
 
 
