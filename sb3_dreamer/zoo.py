@@ -100,7 +100,10 @@ def _eval_env_uses_file_env_kwargs() -> None:
     @functools.wraps(original)
     def preprocess(self: ExperimentManager, hyperparams: dict[str, Any]) -> Any:
         result = original(self, hyperparams)
-        if getattr(self, "_eval_env_kwargs_args", None) is None:
+        # rl_zoo3 2.9 keeps --eval-env-kwargs in a private attribute; should it go, the kwargs
+        # it built (empty unless given) tell the same
+        given = getattr(self, "_eval_env_kwargs_args", self.eval_env_kwargs or None)
+        if given is None:
             self.eval_env_kwargs = self.env_kwargs
         return result
 
