@@ -148,7 +148,7 @@ def train_schedule(train_ratio: float, replayed_per_update: int, n_envs: int = 1
         train_freq, gradient_steps = schedule
         return abs(math.log(gradient_steps * replayed_per_update / (train_freq * per_vec_step)))
 
-    # the least frequent rounds of one update that come closest, or several updates a round
+    # the (train_freq, gradient_steps) closest to the ratio, the smallest train_freq among equals
     # (e.g. 3 envs at ratio 256 with 512 steps an update: 3 updates every 2 vec-env steps)
     candidates = [(freq, max(1, round(per_vec_step * freq / replayed_per_update))) for freq in range(1, 65)]
     return min(candidates, key=lambda schedule: (round(error(schedule), 9), schedule[0]))
