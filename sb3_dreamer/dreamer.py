@@ -68,8 +68,9 @@ def _config_overrides(hyperparams: dict[str, Any] | None, arguments: dict[str, A
     overrides = dict(hyperparams or {})
     for argument, value in arguments.items():
         if argument == "learning_rate":
-            if _constant_rate(value) is not None:
-                overrides["model_lr"] = _constant_rate(value)
+            rate = _constant_rate(value)
+            if rate is not None:
+                overrides["model_lr"] = rate
         elif value is not None:
             overrides[LOAD_CONFIG_ARGUMENTS[argument]] = value
     return overrides

@@ -231,8 +231,10 @@ def _run_script(script: Callable[[], Any], prog: str, args: Sequence[str]) -> No
 
 def _folder_env_names(args: Sequence[str]) -> list[str]:
     """``args`` with the env ids after ``-e`` / ``--env`` written as rl_zoo3 names run folders
-    (``dm_control/cartpole-balance-v0`` -> ``dm_control-cartpole-balance-v0``): ``plot_train``
-    matches the ids against folder names."""
+    (its ``EnvironmentName``: ``dm_control/cartpole-balance-v0`` -> ``dm_control-cartpole-balance-v0``):
+    ``plot_train`` matches the ids against folder names."""
+    from rl_zoo3.utils import EnvironmentName
+
     result, in_envs = [], False
     for arg in args:
         if arg in ("-e", "--env"):
@@ -240,7 +242,7 @@ def _folder_env_names(args: Sequence[str]) -> list[str]:
         elif arg.startswith("-"):
             in_envs = False
         elif in_envs:
-            arg = arg.replace("/", "-")
+            arg = str(EnvironmentName(arg))
         result.append(arg)
     return result
 

@@ -53,15 +53,6 @@ ACTION_SPACES = {
 }
 
 
-def deterministic_actions(model: Dreamer, observations: np.ndarray, steps: int = 5) -> np.ndarray:
-    state, starts, actions = None, np.ones(len(observations), dtype=bool), []
-    for _ in range(steps):
-        action, state = model.predict(observations, state, starts, deterministic=True)
-        starts = np.zeros_like(starts)
-        actions.append(action)
-    return np.stack(actions)
-
-
 @pytest.mark.parametrize("name", list(ACTION_SPACES))
 def test_every_supported_action_space_trains_stores_and_predicts(name, tiny_kwargs):
     space = ACTION_SPACES[name]
