@@ -32,6 +32,8 @@ from sb3_dreamer.policies import (
     MlpPolicy,
     MultiInputPolicy,
     action_spec_from_space,
+    check_cnn_policy_space,
+    observation_subspaces,
     state_to_numpy,
 )
 from sb3_dreamer.precision import PRECISIONS, resolve_precision
@@ -203,16 +205,7 @@ class Dreamer(OffPolicyAlgorithm):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
-        if not isinstance(video_log_interval, (int, np.integer)) or video_log_interval < 0:
-            raise ValueError(f"video_log_interval must be a non-negative integer, got {video_log_interval!r}")
         self.video_log_interval = video_log_interval
-        _check_positive(buffer_size=buffer_size, batch_size=batch_size, sequence_length=sequence_length)
-        if not isinstance(gradient_steps, (int, np.integer)) or gradient_steps < -1:
-            raise ValueError(
-                f"gradient_steps must be a non-negative integer or -1 (as many as env steps), got {gradient_steps!r}"
-            )
-        if not isinstance(learning_starts, (int, np.integer)) or learning_starts < 0:
-            raise ValueError(f"learning_starts must be a non-negative integer, got {learning_starts!r}")
         # a copy: the buffer's settings are added to it below, and the caller may reuse its dict
         replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
         if replay_buffer_kwargs.get("sequence_length", sequence_length) != sequence_length:
@@ -228,6 +221,9 @@ class Dreamer(OffPolicyAlgorithm):
         if env is not None:
             env = maybe_make_env(env, verbose)
             action_spec_from_space(env.action_space)
+            observation_subspaces(env.observation_space)  # before SB3 wraps it: some spaces break its VecEnvs
+            if policy == "CnnPolicy":
+                check_cnn_policy_space(env.observation_space)
         super().__init__(
             policy,
             env,
@@ -259,7 +255,27 @@ class Dreamer(OffPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
+    def _check_settings(self) -> None:
+        """``TypeError``/``ValueError`` for a policy class or a count that cannot work, whether it
+        came from the constructor or from ``load``'s keywords (which skip the constructor)."""
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, DreamerPolicy)):
+            raise TypeError(
+                f"Dreamer needs a DreamerPolicy, got {self.policy_class!r}"
+                " (a model saved by another algorithm? load it with that algorithm's class)"
+            )
+        _check_positive(buffer_size=self.buffer_size, batch_size=self.batch_size, sequence_length=self.sequence_length)
+        if not isinstance(self.gradient_steps, (int, np.integer)) or self.gradient_steps < -1:
+            raise ValueError(
+                "gradient_steps must be a non-negative integer or -1 (as many as env steps), "
+                f"got {self.gradient_steps!r}"
+            )
+        for name in ("learning_starts", "video_log_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
     def _setup_model(self) -> None:
+        self._check_settings()
         if not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
             raise TypeError(
                 f"Dreamer does not support the action space {self.action_space}; "
@@ -278,11 +294,12 @@ class Dreamer(OffPolicyAlgorithm):
             self.dreamer_config = self.dreamer_config.replace(gamma=float(self.gamma))
         self.policy_kwargs["config"] = self.dreamer_config
         super()._setup_model()
-        if self._rng_state is not None:
-            # a loaded model continues the random streams it saved (``_setup_model`` just reseeded them)
+        if self._rng_state is not None and self.seed is not None:
+            # a loaded seeded model continues the random streams it saved (``_setup_model`` just
+            # reseeded them); an unseeded one leaves the process's streams alone, as in SB3
             self._restore_rng_state(self._rng_state)
-            self._rng_state = None
             self._seed_env_for_resume()
+        self._rng_state = None
         if self.video_log_interval > 0:
             if not self.policy.world_model.decoder.image_keys:
                 raise ValueError(
@@ -491,11 +508,13 @@ class Dreamer(OffPolicyAlgorithm):
         force_reset: bool = True,
         **kwargs: Any,
     ) -> SelfDreamer:
-        """Load like SB3. The random streams continue from where ``save`` left them (so that an
-        interrupted run resumes exactly), unless ``seed`` is given: an explicit seed reseeds them,
-        as it does for SB3's algorithms. Without one, the env passed here is seeded from the saved
-        seed (if the model had one) and ``num_timesteps`` (its own RNG state is not saved), not
-        from the run's first seeds.
+        """Load like SB3. For a model built with a ``seed``, the process's random streams (torch,
+        numpy, Python, the action space) continue from where ``save`` left them, so that an
+        interrupted run resumes exactly, where SB3 would reseed them with that seed; an explicit
+        ``seed`` given here reseeds them, as it does for SB3's algorithms; a model built without a
+        seed leaves them alone, as in SB3. The env passed here is seeded from the saved seed (if
+        the model had one) and ``num_timesteps`` (its own RNG state is not saved), not from the
+        run's first seeds.
 
         As in SB3, keywords change settings for further training: ``hyperparams``, the arguments
         of :data:`LOAD_CONFIG_ARGUMENTS` and a constant ``learning_rate`` update the

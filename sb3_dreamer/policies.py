@@ -79,6 +79,35 @@ class StepOutput(NamedTuple):
     state: RSSMState
 
 
+def observation_subspaces(observation_space: spaces.Space) -> dict[str, spaces.Box]:
+    """The Box entries of a ``Box`` (under :data:`SINGLE_KEY`) or ``Dict`` observation space;
+    ``TypeError`` naming the space for any other."""
+    if isinstance(observation_space, spaces.Box):
+        return {SINGLE_KEY: observation_space}
+    if isinstance(observation_space, spaces.Dict):
+        for key, space in observation_space.spaces.items():
+            if not isinstance(space, spaces.Box):
+                raise TypeError(f"Dreamer supports Dict observation spaces of Box entries only; {key!r} is {space}")
+        return dict(observation_space.spaces)
+    raise TypeError(
+        f"Dreamer does not support the observation space {observation_space}; use a Box or a Dict of Boxes "
+        "(e.g. wrap with gymnasium.wrappers.FlattenObservation or a one-hot wrapper)"
+    )
+
+
+def check_cnn_policy_space(observation_space: spaces.Space) -> None:
+    """``ValueError`` unless the space holds an image, as SB3 refuses ``CnnPolicy`` without one
+    (Dreamer's policy classes are one class, which would otherwise build an MLP silently)."""
+    if any(is_image_space(space, check_channels=False) for space in observation_subspaces(observation_space).values()):
+        return
+    raise ValueError(
+        f"CnnPolicy needs image observations (3-D uint8 Boxes with bounds [0, 255], channel-first or last), got "
+        f"{observation_space}. Use MlpPolicy for vectors; give grayscale frames a channel axis (e.g. "
+        "keep_dim=True); VecNormalize turns images into floats, so keep it off them (norm_obs=False, or "
+        "norm_obs_keys without the image keys)"
+    )
+
+
 def split_observation_space(observation_space: spaces.Space) -> tuple[dict[str, tuple[int, int, int]], dict[str, int]]:
     """Image inputs ``{key: (C, H, W)}`` and vector inputs ``{key: flattened size}`` of a ``Box``
     or ``Dict`` observation space; other spaces raise ``TypeError``.
@@ -87,18 +116,7 @@ def split_observation_space(observation_space: spaces.Space) -> tuple[dict[str, 
     channel-first as SB3's ``VecTransposeImage`` hands them over (channel-last ones raise
     ``ValueError``); every other Box, a 3-D ``uint8`` one with other bounds included, is a vector.
     """
-    if isinstance(observation_space, spaces.Box):
-        subspaces = {SINGLE_KEY: observation_space}
-    elif isinstance(observation_space, spaces.Dict):
-        subspaces = dict(observation_space.spaces)
-        for key, space in subspaces.items():
-            if not isinstance(space, spaces.Box):
-                raise TypeError(f"Dreamer supports Dict observation spaces of Box entries only; {key!r} is {space}")
-    else:
-        raise TypeError(
-            f"Dreamer does not support the observation space {observation_space}; use a Box or a Dict of Boxes "
-            "(e.g. wrap with gymnasium.wrappers.FlattenObservation or a one-hot wrapper)"
-        )
+    subspaces = observation_subspaces(observation_space)
     images, vectors = {}, {}
     for key, space in subspaces.items():
         if is_image_space(space, check_channels=False):
@@ -342,22 +360,35 @@ class DreamerPolicy(BasePolicy):
                 raise TypeError(f"image observation {key!r} must be uint8 (0..255), got {value.dtype}")
             if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
                 raise TypeError(f"observation {key!r} must be numeric, got {value.dtype}")
+            if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+                raise ValueError(f"observation {key!r} holds NaN or infinite values")
 
-    def _check_state(self, state: DreamerState, n: int) -> None:
+    def _check_state(self, state: DreamerState, n: int) -> DreamerState:
+        """``state`` as the float32 arrays ``step_from_numpy`` takes, after checking its structure,
+        shapes and values (any real dtype and any sequence of three arrays are accepted, as
+        RecurrentPPO does)."""
         cfg = self.config
         expected = (
             (n, cfg.deter_size),
             (n, cfg.stoch_width),
             (n, self.action_spec.encoding_size),
         )
-        if not isinstance(state, tuple) or len(state) != 3:
+        if not isinstance(state, (tuple, list)) or len(state) != 3:
             raise TypeError("state must be the (deter, stoch, prev_action) tuple returned by predict")
-        shapes = tuple(np.shape(part) for part in state)
+        parts = tuple(np.asarray(part) for part in state)
+        for part in parts:
+            if not (np.issubdtype(part.dtype, np.number) or part.dtype == np.bool_):
+                raise TypeError(f"state entries must be numeric arrays, got {part.dtype}")
+        shapes = tuple(part.shape for part in parts)
         if shapes != expected:
             raise ValueError(
                 f"state shapes {shapes} do not match a batch of {n} observations; expected {expected}. "
                 "Pass state=None to start fresh when the number of environments changes."
             )
+        if not all(np.isfinite(part).all() for part in parts):
+            raise ValueError("state holds NaN or infinite values")
+        deter, stoch, prev_action = (part.astype(np.float32, copy=False) for part in parts)
+        return deter, stoch, prev_action
 
     def predict(
         self,
@@ -379,7 +410,7 @@ class DreamerPolicy(BasePolicy):
         obs_tensor, vectorized_env = self.obs_to_tensor(observation)
         n = batch_size_of(obs_tensor)
         if state is not None:
-            self._check_state(state, n)
+            state = self._check_state(state, n)
         if episode_start is not None:
             episode_start = np.asarray(episode_start, dtype=np.float32).reshape(-1)
             if episode_start.shape[0] != n:

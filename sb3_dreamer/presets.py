@@ -9,6 +9,8 @@ hyperparameter is reachable from it.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,6 +205,15 @@ class DreamerConfig:
         """Raise ``ValueError`` naming the first invalid field."""
         if self.version not in SUPPORTED_VERSIONS:
             raise ValueError(f"version must be one of {SUPPORTED_VERSIONS}, got {self.version!r}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type != "float":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                hint = " (a fixed entropy scale; SAC's 'auto' has no counterpart)" if field.name == "ent_coef" else ""
+                raise TypeError(f"{field.name} must be a real number{hint}, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{field.name} must be finite, got {value!r}")
         positive_ints = ("deter_size", "hidden_size", "stoch_size", "units", "cnn_depth", "horizon")
         for name in positive_ints + ("slow_critic_interval",):
             value = getattr(self, name)

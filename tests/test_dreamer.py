@@ -24,10 +24,17 @@ from tests.conftest import CueEnv, assert_same_policy_state, assert_same_predict
 
 
 class SpaceEnv(gym.Env):
-    """Random vector observations with a configurable action space; 20-step episodes."""
+    """Random vector observations (or samples of ``observation_space``) with a configurable action
+    space; 20-step episodes."""
 
-    def __init__(self, action_space: spaces.Space, obs_shape: tuple[int, ...] = (3,)) -> None:
-        self.observation_space = spaces.Box(-1.0, 1.0, obs_shape, np.float32)
+    def __init__(
+        self,
+        action_space: spaces.Space,
+        obs_shape: tuple[int, ...] = (3,),
+        observation_space: spaces.Space | None = None,
+    ) -> None:
+        self._vector = observation_space is None
+        self.observation_space = spaces.Box(-1.0, 1.0, obs_shape, np.float32) if self._vector else observation_space
         self.action_space = action_space
         self._t = 0
 
@@ -39,7 +46,10 @@ class SpaceEnv(gym.Env):
     def step(self, action):
         assert self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)), action
         self._t += 1
-        obs = self.np_random.uniform(-1, 1, self.observation_space.shape).astype(np.float32)
+        if self._vector:
+            obs = self.np_random.uniform(-1, 1, self.observation_space.shape).astype(np.float32)
+        else:
+            obs = self.observation_space.sample()
         return obs, float(self.np_random.normal()), self._t >= 20, False, {}
 
 
@@ -114,10 +124,27 @@ def test_unsupported_action_spaces_raise(space, tiny_kwargs):
         Dreamer("MlpPolicy", SpaceEnv(space), **tiny_kwargs)
 
 
-def test_unsupported_observation_space_raises(tiny_kwargs):
-    env = gym.make("FrozenLake-v1")
-    with pytest.raises(TypeError, match="observation space"):
-        Dreamer("MlpPolicy", env, **tiny_kwargs)
+@pytest.mark.parametrize(
+    "space", [spaces.Discrete(16), spaces.Text(8), spaces.Sequence(spaces.Box(0, 1, (2,))), spaces.MultiBinary(3)]
+)
+def test_unsupported_observation_space_raises(space, tiny_kwargs):
+    """Named by Dreamer before SB3 wraps the env (``Text`` and ``Sequence`` broke its VecEnv first)."""
+    with pytest.raises(TypeError, match="Dreamer does not support the observation space"):
+        Dreamer("MlpPolicy", SpaceEnv(spaces.Discrete(2), observation_space=space), **tiny_kwargs)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        spaces.Box(0, 1, (4,)),
+        spaces.Box(0, 255, (84, 84), np.uint8),  # grayscale without a channel axis
+        spaces.Box(0.0, 1.0, (3, 16, 16), np.float32),  # float image
+    ],
+)
+def test_cnn_policy_without_an_image_raises_as_in_sb3(space, tiny_kwargs):
+    with pytest.raises(ValueError, match="CnnPolicy needs image observations"):
+        Dreamer("CnnPolicy", SpaceEnv(spaces.Discrete(2), observation_space=space), **tiny_kwargs)
+    Dreamer("MlpPolicy", SpaceEnv(spaces.Discrete(2), observation_space=space), **tiny_kwargs)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +164,11 @@ def test_unsupported_observation_space_raises(tiny_kwargs):
         (dict(hyperparams={"return_norm_limit": 0.0}), "return_norm_limit"),
         (dict(version="v1", hyperparams={"actor_grad_continuous": "reinforce"}), "tanh_normal"),
         (dict(hyperparams={"actor_dist": "tanh_normal", "actor_grad_continuous": "both"}), "tanh_normal"),
+        (dict(ent_coef="auto"), "ent_coef must be a real number"),
+        (dict(gamma="0.99"), "gamma must be a real number"),
+        (dict(actor_learning_rate=float("nan")), "actor_lr must be finite"),
+        (dict(hyperparams={"free_bits": float("inf")}), "free_bits must be finite"),
+        (dict(hyperparams={"free_bits": True}), "free_bits must be a real number"),
     ],
 )
 def test_invalid_hyperparameters_raise(kwargs, match, tiny_kwargs):
@@ -242,6 +274,24 @@ def test_predict_batches_and_state_checks(tiny_kwargs):
         model.predict(np.zeros((10, 5), np.float32))
     with pytest.raises(TypeError, match="numeric"):
         model.predict(np.array([["a", "b"]]))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            model.predict(np.where(np.arange(batch.shape[1]) == 0, bad, batch).astype(np.float32))
+        with pytest.raises(ValueError, match="state holds NaN"):
+            model.predict(batch, (np.full_like(state10[0], bad), *state10[1:]))
+
+
+def test_predict_takes_a_state_of_any_real_dtype_and_a_list(tiny_kwargs):
+    """As RecurrentPPO does: a float64 state (e.g. built with ``np.zeros``) failed deep in torch."""
+    model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
+    batch = np.stack([model.observation_space.sample() for _ in range(3)])
+    _, state = model.predict(batch)
+    expected = model.predict(batch, state, deterministic=True)
+    for other in ([part.astype(np.float64) for part in state], tuple(part.tolist() for part in state)):
+        action, next_state = model.predict(batch, other, deterministic=True)
+        np.testing.assert_array_equal(action, expected[0])
+        for part, expected_part in zip(next_state, expected[1]):
+            np.testing.assert_array_equal(part, expected_part)
 
 
 def test_predict_is_pure_for_collection_state(tiny_kwargs):
@@ -454,6 +504,45 @@ def test_load_with_a_seed_reseeds_and_without_continues_the_saved_streams(tmp_pa
     assert first == draws(Dreamer.load(tmp_path / "m", env=CueEnv(), seed=1))
     torch.manual_seed(123), np.random.seed(123)  # load must not depend on the streams' state before it
     assert draws(Dreamer.load(tmp_path / "m", env=CueEnv()))[:3] == saved_streams[:3]
+
+
+def test_load_of_an_unseeded_model_leaves_the_process_streams_alone(tmp_path, tiny_kwargs):
+    """As in SB3: only a seeded model's streams are worth continuing (an unseeded run cannot be
+    repeated anyway); rewinding them on every load made a user's draws after each load repeat."""
+    model = Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, "seed": None})
+    model.learn(24)
+    model.save(tmp_path / "m")
+    torch.manual_seed(5), np.random.seed(5)
+    after_loads = []
+    for _ in range(2):
+        Dreamer.load(tmp_path / "m", env=CueEnv())
+        after_loads.append((torch.rand(1).item(), np.random.rand()))
+    assert after_loads[0][0] != after_loads[1][0] and after_loads[0][1] != after_loads[1][1]
+    np.random.seed(5)  # numpy's stream is not drawn from by load: it goes on as if there were none
+    assert after_loads[0][1] == np.random.rand()
+
+
+def test_load_keywords_are_checked_like_the_constructors(tmp_path, tiny_kwargs):
+    Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs).save(tmp_path / "m")
+    for keyword, match in [
+        (dict(batch_size=-3), "batch_size"),
+        (dict(gradient_steps=-5), "gradient_steps"),
+        (dict(learning_starts=-1), "learning_starts"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            Dreamer.load(tmp_path / "m", env=CueEnv(), **keyword)
+
+
+@pytest.mark.parametrize("algorithm", ["SAC", "PPO"])
+def test_load_of_another_algorithms_zip_names_the_problem(algorithm, tmp_path):
+    import stable_baselines3
+
+    algorithm_class = getattr(stable_baselines3, algorithm)
+    algorithm_class("MlpPolicy", "Pendulum-v1", **({"learning_starts": 0} if algorithm == "SAC" else {})).save(
+        tmp_path / "other"
+    )
+    with pytest.raises(TypeError, match="another algorithm"):
+        Dreamer.load(tmp_path / "other", env=gym.make("Pendulum-v1"))
 
 
 def test_set_random_seed_reseeds_the_replay_sampler(tiny_kwargs):
