@@ -1,7 +1,8 @@
 """Sample-efficiency benchmark: Dreamer against zoo-tuned SB3 baselines (BENCHMARKS.md A).
 
 Trains every (algorithm, seed) pair on one task for the same number of env steps, evaluating
-every ``--eval-freq`` steps with SB3's ``evaluate_policy`` (deterministic, separate env); the CSV
+every ``--eval-freq`` steps with SB3's ``evaluate_policy`` (deterministic, but stochastic for
+Atari as in the RL Zoo; separate env); the CSV
 also keeps the mean return of the last 5 training episodes (stochastic policy), the measure of the
 published DMC curves. Writes one CSV per run, a markdown table and a learning-curve PNG into
 ``--out``.
@@ -25,7 +26,8 @@ Pixel tasks (every ``dm_control/`` and ``ALE/`` id) use the Dreamer preprocessin
 
     python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer \
         --steps 100000 --eval-freq 10000 --eval-episodes 5 --seeds 0 --jobs 1
-    python examples/benchmark_sb3.py --env ALE/Pong-v5 --algos dreamer --steps 200000 --seeds 0 --jobs 1
+    python examples/benchmark_sb3.py --env ALE/Pong-v5 --algos dreamer --steps 300000 --eval-freq 25000 \
+        --eval-episodes 3 --seeds 0 --jobs 1
 
 A run longer than one sitting saves its model and replay buffer after every evaluation
 (``--save-models``); the same command with ``--resume`` continues it from there.
@@ -37,13 +39,15 @@ import argparse
 import csv
 import json
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -116,6 +120,12 @@ def make_train_env(env_id: str, n_envs: int, seed: int):
     return make_vec_dreamer_env(partial(make_env, env_id), n_envs=n_envs, seed=seed)
 
 
+def deterministic_eval(env_id: str) -> bool:
+    """Deterministic evaluation, but for Atari, which the RL Zoo evaluates stochastically (a
+    deterministic Atari policy can get stuck, e.g. never serve)."""
+    return not env_id.startswith("ALE/")
+
+
 def policy_name(env_id: str) -> str:
     """``CnnPolicy`` for the pixel tasks, ``MlpPolicy`` otherwise."""
     return "CnnPolicy" if action_repeat(env_id) > 1 else "MlpPolicy"
@@ -141,6 +151,12 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
             # "dreamer" is V3's dreamer.yml; "dreamer_v1" / "dreamer_v2" use their own packaged
             # entry (dreamer_v1.yml / dreamer_v2.yml) where there is one
             kwargs = load_hyperparams(section, algo=algo)
+            if kwargs.get("policy", policy_name(env_id)) != policy_name(env_id):
+                # e.g. dm_control/walker-walk-v0's entry is for proprioception; every dm_control id runs from pixels here
+                raise ValueError(
+                    f"the packaged {algo} entry of {env_id} is written for {kwargs['policy']}, this benchmark "
+                    f"runs {env_id} with {policy_name(env_id)} (pixels for every dm_control/ and ALE/ id)"
+                )
         else:
             # otherwise V3's entry (the same sizes, sequence shape and train ratio) with that
             # version's own (paper) optimiser settings and entropy bonus: the packaged learning
@@ -167,6 +183,9 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
     cls = {"ppo": PPO, "dqn": DQN, "sac": SAC}[algo]
     return cls(policy_name(env_id), make_train_env(env_id, n_envs, seed), seed=seed, **kwargs)
 
+
+#: the columns of a run's CSV
+CSV_COLUMNS = ["algo", "env", "seed", "steps", "mean", "std", "train_return", "wall_seconds"]
 
 #: one run: algo, env id, seed, env steps, eval frequency, eval episodes, output folder, tag,
 #: Dreamer kwargs, threads, save the model, resume
@@ -246,13 +265,16 @@ def run_one(job: Job) -> str:
         through a temporary file, so that a run stopped while writing keeps the previous rows."""
         partial = path.with_name(path.name + ".partial")  # not *.csv: summarise must not read it
         with open(partial, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            # every column, whatever the rows read back hold (older CSVs have no train_return)
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, restval="")
             writer.writeheader()
             writer.writerows(rows)
         os.replace(partial, path)
 
     def evaluate(steps: int) -> None:
-        mean, std = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
+        mean, std = evaluate_policy(
+            model, eval_env, n_eval_episodes=eval_episodes, deterministic=deterministic_eval(env_id)
+        )
         rows.append(
             dict(
                 algo=label,
@@ -304,14 +326,55 @@ def run_one(job: Job) -> str:
     return str(path)
 
 
-def run_one_reporting(job: Job) -> tuple[str, str | None]:
-    """:func:`run_one`, returning ``(csv path, None)`` or ``(run name, traceback)``: a run that
-    fails must not stop the runs beside it (the pool terminates them when an exception reaches it)."""
+def run_name(job: Job) -> str:
+    algo, env_id, seed, *_, tag = job[:8]
+    return f"{algo}{tag} {env_id} seed {seed}"
+
+
+def run_in_process(job: Job) -> None:
+    """A worker process's body: :func:`run_one`, its failure printed and its exit code 1."""
     try:
-        return run_one(job), None
+        print("wrote", run_one(job), flush=True)
     except Exception:  # noqa: BLE001 (any failure of one run is reported, the others go on)
-        algo, env_id, seed, *_, tag = job[:8]
-        return f"{algo}{tag} {env_id} seed {seed}", traceback.format_exc()
+        print(f"FAILED {run_name(job)}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM as ``SystemExit``, so that a plain ``kill`` unwinds like Ctrl-C does."""
+    sys.exit(128 + signum)
+
+
+def run_jobs(jobs: list[Job], parallel: int, target: Callable[[Job], None] = run_in_process) -> list[str]:
+    """Run ``target`` on ``jobs``, ``parallel`` at a time, each in its own spawned process; returns
+    the names of the runs that failed or whose process died (e.g. killed for memory), which do not
+    stop the others. Leaving early (an exception, Ctrl-C, or SIGTERM, turned into ``SystemExit``
+    meanwhile) terminates the running workers rather than leaving them to finish alone."""
+    context = mp.get_context("spawn")
+    pending, running, failed = list(jobs), {}, []
+    previous_handler = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                job = pending.pop(0)
+                process = context.Process(target=target, args=(job,))
+                process.start()
+                running[process] = job
+            mp.connection.wait([process.sentinel for process in running])
+            for process in [process for process in running if not process.is_alive()]:
+                job = running.pop(process)
+                process.join()
+                if process.exitcode != 0:
+                    failed.append(run_name(job))
+                    if process.exitcode != 1:  # not a reported exception: killed by a signal or crashed
+                        print(f"FAILED {run_name(job)}: exit code {process.exitcode}", file=sys.stderr, flush=True)
+    finally:
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.join()
+        signal.signal(signal.SIGTERM, previous_handler)
+    return failed
 
 
 def summarise(out: Path, env_id: str, algos: list[str], plot_suffix: str = "") -> str:
@@ -330,7 +393,8 @@ def summarise(out: Path, env_id: str, algos: list[str], plot_suffix: str = "") -
     for algo in algos:
         curves: dict[int, list[float]] = {}
         reach[algo], wall[algo] = [], []
-        for path in sorted(out.glob(f"{file_stem(env_id)}_{algo}_seed*.csv")):
+        paths = out.glob(f"{file_stem(env_id)}_{algo}_seed*.csv")
+        for path in sorted(paths, key=lambda path: int(path.stem.rpartition("_seed")[2])):
             with open(path) as handle:
                 rows = list(csv.DictReader(handle))
             reached = [int(r["steps"]) for r in rows if threshold is not None and float(r["mean"]) >= threshold]
@@ -347,21 +411,23 @@ def summarise(out: Path, env_id: str, algos: list[str], plot_suffix: str = "") -
         stds = np.array([np.std(curves[s]) for s in steps])
         first, last = len(curves[steps[0]]), len(curves[steps[-1]])
         # runs stopped early leave fewer seeds at the larger budgets
-        seeds = f"{first} seeds" if first == last else f"{first} seeds, {last} at {steps[-1] // 1000}k"
+        seeds = f"{first} seeds" if first == last else f"{first} seeds, {last} at {steps[-1] / 1000:g}k"
         ax.plot(steps, means, label=f"{algo} ({seeds})")
         ax.fill_between(steps, means - stds, means + stds, alpha=0.2)
     if threshold is not None:
         ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label="threshold")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("mean eval return (deterministic)")
+    ax.set_ylabel(f"mean eval return ({'deterministic' if deterministic_eval(env_id) else 'stochastic'})")
     ax.set_title(env_id)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / f"{file_stem(env_id)}{plot_suffix}.png", dpi=100)
+    if not table:
+        return f"no CSVs of {env_id} for {', '.join(algos)} in {out}"
     budgets = sorted({s for curves in table.values() for s in curves})
     stride = 2000 if budgets[-1] >= 10_000 else 1
     shown = [b for b in budgets if b % stride == 0 or b == budgets[-1]]
-    header = " | ".join(f"{b // 1000}k" for b in shown)
+    header = " | ".join(f"{b / 1000:g}k" for b in shown)
     lines.append(f"| algo | {header} | steps to threshold (per seed) | wall-clock per run |")
     lines.append("|---" * (len(shown) + 3) + "|")
     for algo, curves in table.items():
@@ -428,18 +494,11 @@ def main() -> None:
             for seed in args.seeds
             for steps in [args.dreamer_steps if algo.startswith("dreamer") and args.dreamer_steps else args.steps]
         ]
-        failed: list[str] = []
-        with mp.get_context("spawn").Pool(args.jobs) as pool:
-            for path, error in pool.imap_unordered(run_one_reporting, jobs):
-                if error is None:
-                    print("wrote", path, flush=True)
-                else:
-                    failed.append(path)
-                    print(f"FAILED {path}:\n{error}", file=sys.stderr, flush=True)
-    print(
-        f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, "
-        f"{args.threads} thread(s) each\n"
-    )
+        failed = run_jobs(jobs, args.jobs)
+        print(
+            f"\n{args.env} on {platform.processor() or platform.machine()}, {args.jobs} runs side by side, "
+            f"{args.threads} thread(s) each\n"
+        )
     # a tagged variant gets its own plot instead of replacing the task's main one
     plot_suffix = args.plot_suffix or args.tag
     print(summarise(out, args.env, [algo + tags[algo] for algo in args.algos], plot_suffix))

@@ -3,8 +3,9 @@
 For each size preset, on a vector task (batch 16 x 64, horizon 15 unless overridden):
 updates per second, model FLOPs per update (``torch.utils.flop_counter.FlopCounterMode``), the
 achieved FLOP/s as a fraction of this machine's float32 and bfloat16 matmul peaks (measured in
-the same run), ``predict`` latency for 1 and 8 envs, env steps per second during ``learn`` at the
-shipped train ratio, peak resident memory and replay bytes per stored step. Prints a markdown
+the same run), ``predict`` latency for 1 and 8 envs, env steps per second during ``learn`` with
+one update every 2 env steps of the measured batch (the constructor's ``train_freq``; the
+packaged entries train less often), peak resident memory and replay bytes per stored step. Prints a markdown
 table.
 
     python examples/benchmark_speed.py --configs vector pixels --sizes T XS S --precisions fp32 bf16 --threads 2
@@ -113,7 +114,7 @@ def bench_size(
             _, state = policy.predict(obs, state, starts)
         latencies[n_envs] = (time.perf_counter() - start) / 50 * 1e3
 
-    # env steps per second during learn at the default train ratio (one update every 2 steps)
+    # env steps per second during learn at the constructor's train_freq (one update every 2 steps)
     vec_env = make_vec_env(lambda: make_env(config, env_id, pixels_size), n_envs=1)
     collector = Dreamer(policy_name, vec_env, learning_starts=length, train_freq=2, **common)
     collector.learn(length + 2)

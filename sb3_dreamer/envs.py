@@ -4,7 +4,7 @@
   64x64 frames (grayscale or RGB), sticky actions 0.25, the full action set, 30 no-op starts, no
   life-loss terminal and no frame stacking (the RSSM is the memory). Needs the ``atari`` extra.
 - DeepMind Control through shimmy's ``dm_control/<domain>-<task>-v0``: from pixels (64x64 RGB,
-  camera 0), from proprioception (flattened vector) or both (Dict), with action repeat 2. Pixels
+  camera 0, 2 for quadruped), from proprioception (flattened vector) or both (Dict), with action repeat 2. Pixels
   render headless with ``MUJOCO_GL=egl``, which importing this module sets unless already set
   (import it before anything imports mujoco). Needs the ``dmc`` extra and the system libraries
   ``libegl1`` and ``libgl1``.
@@ -147,11 +147,15 @@ class DmcObservationWrapper(gym.ObservationWrapper):
         return np.ascontiguousarray(self.env.render())
 
 
+#: Camera of a DeepMind Control domain where it is not 0, as in the Dreamer authors' code (V2, V3).
+DMC_CAMERAS: dict[str, int] = {"quadruped": 2}
+
+
 def make_dmc_env(
     domain_task: str = "cartpole-balance",
     observation: DmcObservation = "pixels",
     size: int = 64,
-    camera: int = 0,
+    camera: int | None = None,
     action_repeat: int = 2,
 ) -> gym.Env:
     """One DeepMind Control task through shimmy, the Dreamer way.
@@ -161,12 +165,15 @@ def make_dmc_env(
     :param domain_task: ``"<domain>-<task>"``, e.g. ``"cartpole-balance"``, ``"walker-walk"``
     :param observation: ``"pixels"``, ``"proprio"`` or ``"both"``
     :param size: square render size for pixels
-    :param camera: camera id
+    :param camera: camera id; ``None`` takes the Dreamer authors' camera of the domain
+        (:data:`DMC_CAMERAS`: 2 for quadruped, 0 otherwise)
     :param action_repeat: env steps per agent step (rewards summed)
     """
     shimmy = _require("shimmy", "dmc")
     gym.register_envs(shimmy)
     render = observation != "proprio"
+    if camera is None:
+        camera = DMC_CAMERAS.get(domain_task.partition("-")[0], 0)
     env = gym.make(
         f"dm_control/{domain_task}-v0",
         render_mode="rgb_array" if render else None,

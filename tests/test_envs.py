@@ -53,3 +53,11 @@ def test_dmc_helper_runs_inside_learn(observation):
         assert model.observation_space.shape == (3, 64, 64)
     if observation == "proprio":
         assert model.observation_space.shape == (5,)
+
+
+def test_dmc_camera_per_domain_as_the_dreamer_authors():
+    cameras = {
+        task: make_dmc_env(task).unwrapped.render_kwargs["camera_id"] for task in ("quadruped-walk", "cartpole-balance")
+    }
+    assert cameras == {"quadruped-walk": 2, "cartpole-balance": 0}
+    assert make_dmc_env("quadruped-walk", camera=1).unwrapped.render_kwargs["camera_id"] == 1

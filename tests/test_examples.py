@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,15 +119,95 @@ def test_benchmark_sb3_resume_continues_a_run_of_several_envs_saved_past_its_eva
     )  # fmt: skip
     run(*common, "--steps", "300", "--save-models")
     assert PPO.load(tmp_path / "CartPole-v1_ppo_seed0.zip").num_timesteps == 304
+    # a CSV of before the train_return column: its rows are kept, with that column empty
+    csv_path = tmp_path / "CartPole-v1_ppo_seed0.csv"
+    header, row = csv_path.read_text().splitlines()
+    column = header.split(",").index("train_return")
+    csv_path.write_text(
+        "\n".join(",".join(v for i, v in enumerate(line.split(",")) if i != column) for line in (header, row)) + "\n"
+    )
     assert "resuming at 300 env steps" in run(*common, "--steps", "600", "--resume")
-    steps = [line.split(",")[3] for line in (tmp_path / "CartPole-v1_ppo_seed0.csv").read_text().splitlines()[1:]]
-    assert steps == ["300", "600"]
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == header and [line.split(",")[3] for line in lines[1:]] == ["300", "600"]
+    assert lines[1].split(",")[column] == "" and lines[2].split(",")[column] != ""
 
 
-def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
+def load_benchmark_sb3():
     spec = importlib.util.spec_from_file_location("benchmark_sb3", ROOT / "examples" / "benchmark_sb3.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def fake_job(name: str, out: Path) -> tuple:
+    """A job tuple of benchmark_sb3 for :func:`fake_run`: ``name`` in the algo's place."""
+    return (name, "CartPole-v1", 0, 100, 100, 1, str(out), "", {}, 1, False, False)
+
+
+def fake_run(job: tuple) -> None:
+    """A worker body for ``run_jobs``: dies by SIGKILL, sleeps after writing its pid, or returns."""
+    if job[0] == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if job[0] == "sleeper":
+        (Path(job[6]) / "sleeper.pid").write_text(str(os.getpid()))
+        time.sleep(600)
+
+
+def test_benchmark_sb3_reports_a_killed_worker_instead_of_waiting_for_it(tmp_path):
+    """A worker killed for memory made the multiprocessing pool drop its job and wait forever."""
+    module = load_benchmark_sb3()
+    jobs = [fake_job("killed", tmp_path), fake_job("fine", tmp_path)]
+    assert module.run_jobs(jobs, 2, target=fake_run) == ["killed CartPole-v1 seed 0"]
+
+
+def test_benchmark_sb3_sigterm_stops_the_workers_too(tmp_path):
+    """A plain ``kill`` of the parent left its workers training on their own for hours."""
+    script = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import benchmark_sb3, test_examples; "
+        "benchmark_sb3.run_jobs([test_examples.fake_job('sleeper', sys.argv[3])], 1, target=test_examples.fake_run)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(ROOT / "examples"), str(ROOT / "tests"), str(tmp_path)], cwd=ROOT
+    )
+    pid_file = tmp_path / "sleeper.pid"
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+        with pytest.raises(ProcessLookupError):
+            os.kill(worker, 0)
+    finally:
+        parent.kill()
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_benchmark_sb3_summary_of_missing_runs_and_half_thousand_budgets(tmp_path):
+    module = load_benchmark_sb3()
+    assert module.summarise(tmp_path, "CartPole-v1", ["dreamer"]).startswith("no CSVs of CartPole-v1")
+    rows = "".join(f"dreamer,CartPole-v1,{seed},{steps},10,0,,1.0\n" for seed in (2, 10) for steps in (500, 1000, 1500))
+    for seed in (2, 10):
+        lines = [line for line in rows.splitlines() if line.split(",")[2] == str(seed)]
+        (tmp_path / f"CartPole-v1_dreamer_seed{seed}.csv").write_text(
+            ",".join(module.CSV_COLUMNS) + "\n" + "\n".join(lines) + "\n"
+        )
+    table = module.summarise(tmp_path, "CartPole-v1", ["dreamer"])
+    assert "| algo | 0.5k | 1k | 1.5k |" in table
+
+
+def test_benchmark_sb3_refuses_an_entry_written_for_another_policy():
+    """dm_control/walker-walk-v0's V2 entry is for proprioception; the benchmark runs every
+    dm_control id from pixels, and trained a pixel agent with the proprioception settings."""
+    with pytest.raises(ValueError, match="written for MlpPolicy"):
+        load_benchmark_sb3().make_model("dreamer_v2", "dm_control/walker-walk-v0", 0, 1000)
+
+
+def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
+    module = load_benchmark_sb3()
     overrides = {"train_freq": 8, "sequence_length": 16, "hyperparams": {"actor_lr": 2e-5}}
     model = module.make_model("dreamer", "CartPole-v1", 0, 1000, overrides)
     packaged = module.make_model("dreamer", "CartPole-v1", 0, 1000)
