@@ -112,6 +112,10 @@ def _box_subspaces(observation_space: spaces.Space) -> dict[str, spaces.Box]:
 #: The per-row arrays of :class:`SequenceReplayBuffer` besides its observations, ``(C, n_envs, ...)``.
 _ROW_ARRAYS = ("actions", "rewards", "is_first", "is_terminal")
 
+#: SB3's single write position and full flag, which per-env streams of their own lengths do not
+#: have: :class:`SequenceReplayBuffer` drops them (reading one raises ``AttributeError``).
+_SB3_COUNTERS = ("pos", "full")
+
 
 class SequenceReplayBuffer(ReplayBuffer):
     """Replay buffer of per-env streams, sampled as fixed-length sequences.
@@ -222,6 +226,22 @@ class SequenceReplayBuffer(ReplayBuffer):
         self.filled = np.zeros(n_envs, dtype=np.int64)
         self._needs_first = np.ones(n_envs, dtype=bool)
         self.rng = np.random.default_rng(seed)
+        self._drop_sb3_counters()
+
+    def _drop_sb3_counters(self) -> None:
+        """Remove the ``pos`` and ``full`` that SB3's ``BaseBuffer`` sets and never updates here."""
+        for name in _SB3_COUNTERS:
+            self.__dict__.pop(name, None)
+
+    def __getattr__(self, name: str) -> Any:
+        """Only reached for missing attributes: say where SB3's ``pos`` and ``full`` went."""
+        if name in _SB3_COUNTERS:
+            raise AttributeError(
+                f"SequenceReplayBuffer has no single {name!r}: each env stream has its own write position "
+                "(positions) and number of stored rows (filled, at most buffer_size); size() counts the rows "
+                "of all streams"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle only the rows written so far (``save_replay_buffer``).
@@ -267,6 +287,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         else:
             state["observations"] = grown(observations)
         self.__dict__.update(state)
+        self._drop_sb3_counters()  # pickles of before they were dropped hold them
 
     @staticmethod
     def bytes_per_step(observation_space: spaces.Space, action_space: spaces.Space) -> int:
@@ -330,6 +351,7 @@ class SequenceReplayBuffer(ReplayBuffer):
     def reset(self) -> None:
         """Empty every stream; the next :meth:`add` starts new episodes."""
         super().reset()
+        self._drop_sb3_counters()
         self.positions[:] = 0
         self.filled[:] = 0
         self._needs_first[:] = True

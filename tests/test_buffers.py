@@ -469,6 +469,26 @@ def test_save_load_round_trip_restores_sampler(tmp_path) -> None:
     np.testing.assert_array_equal(loaded._needs_first, buffer._needs_first)
 
 
+def test_sb3_single_position_and_full_flag_are_refused_not_stale(tmp_path) -> None:
+    """SB3's ``pos`` and ``full`` stayed at 0 and False here (streams have their own positions),
+    so code reading them got silently wrong values; now it gets an error naming what to read."""
+    buffer = make_buffer(buffer_size=20, sequence_length=3, n_envs=2)
+    streams = CounterStreams(n_envs=2)
+    for _ in range(12):
+        buffer.add(*streams.step([CONTINUE, TERMINATE]))
+    old_format = buffer.__getstate__() | {"pos": 0, "full": False}  # a pickle of before they were dropped
+    unpickled = SequenceReplayBuffer.__new__(SequenceReplayBuffer)
+    unpickled.__setstate__(old_format)
+    buffer_after_reset = make_buffer(buffer_size=20, sequence_length=3, n_envs=2)
+    buffer_after_reset.reset()
+    for refusing in (buffer, unpickled, buffer_after_reset):
+        for name in ("pos", "full"):
+            with pytest.raises(AttributeError, match="positions"):
+                getattr(refusing, name)
+    with pytest.raises(AttributeError, match="no attribute 'elsewhere'"):
+        buffer.elsewhere  # noqa: B018 (other missing attributes keep the usual error)
+
+
 def _assert_same_rows(loaded: SequenceReplayBuffer, buffer: SequenceReplayBuffer) -> None:
     for name in ("actions", "rewards", "is_first", "is_terminal", "positions", "filled"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(buffer, name), err_msg=name)
