@@ -202,12 +202,13 @@ class DreamerConfig:
         return self.deter_size + self.stoch_width
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid field."""
+        """Raise ``ValueError`` (or ``TypeError`` for a value of the wrong type) naming the first
+        invalid field."""
         if self.version not in SUPPORTED_VERSIONS:
             raise ValueError(f"version must be one of {SUPPORTED_VERSIONS}, got {self.version!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type != "float":
+            if field.type not in ("float", float):  # a string under ``from __future__ import annotations``
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 hint = " (a fixed entropy scale; SAC's 'auto' has no counterpart)" if field.name == "ent_coef" else ""
