@@ -54,8 +54,8 @@ MODEL_SIZES: dict[str, ModelSize] = {
     "T": ModelSize(deter_size=128, hidden_size=128, stoch_size=16, classes=16, units=128, layers=1, cnn_depth=16),
     "XS": ModelSize(deter_size=256, hidden_size=256, stoch_size=32, classes=32, units=256, layers=1, cnn_depth=24),
     "S": ModelSize(deter_size=512, hidden_size=512, stoch_size=32, classes=32, units=512, layers=2, cnn_depth=32),
-    "M": ModelSize(deter_size=1024, hidden_size=1024, stoch_size=32, classes=32, units=640, layers=3, cnn_depth=48),
-    "L": ModelSize(deter_size=2048, hidden_size=2048, stoch_size=32, classes=32, units=768, layers=4, cnn_depth=64),
+    "M": ModelSize(deter_size=1024, hidden_size=640, stoch_size=32, classes=32, units=640, layers=3, cnn_depth=48),
+    "L": ModelSize(deter_size=2048, hidden_size=768, stoch_size=32, classes=32, units=768, layers=4, cnn_depth=64),
 }
 
 

@@ -9,7 +9,7 @@ import torch
 from sb3_dreamer import Dreamer
 from sb3_dreamer.behavior import ActionSpec, ActorCritic, tanh_normal_mode
 from sb3_dreamer.networks import ScalarHead
-from sb3_dreamer.presets import PRESETS, make_config
+from sb3_dreamer.presets import MODEL_SIZES, PRESETS, make_config
 from sb3_dreamer.world_model import CategoricalLatent, GaussianLatent
 from tests.conftest import CueEnv
 from tests.test_world_model import make_world_model
@@ -43,6 +43,18 @@ def test_presets_follow_the_papers():
     # sizes can still be chosen per version, and every field overridden
     assert make_config("v1", "tiny").stoch_size == 4 and make_config("v1", "tiny").latent == "gaussian"
     assert make_config("v2", ent_coef=1e-3).ent_coef == 1e-3
+
+
+def test_size_presets_follow_the_dreamerv3_size_table():
+    # GRU units, dense units (the MLPs and, as one `units` value in the authors' code, the RSSM's
+    # hidden layers), MLP layers and CNN multiplier of XS, S, M and L
+    table = {"XS": (256, 256, 1, 24), "S": (512, 512, 2, 32), "M": (1024, 640, 3, 48), "L": (2048, 768, 4, 64)}
+    for name, (deter, units, layers, cnn_depth) in table.items():
+        size = MODEL_SIZES[name]
+        assert (size.deter_size, size.units, size.hidden_size, size.layers, size.cnn_depth) == (
+            deter, units, units, layers, cnn_depth,
+        ), name  # fmt: skip
+        assert (size.stoch_size, size.classes) == (32, 32)
 
 
 def test_v1_latent_is_gaussian_and_free_nats_clamp_the_mean_kl():
