@@ -1,4 +1,4 @@
-"""Compute benchmark (BENCHMARKS.md B): update speed, FLOPs, utilisation, latency, memory.
+"""Compute benchmark (docs/benchmarks.md, section B): update speed, FLOPs, utilisation, latency, memory.
 
 For each size preset, on a vector task (batch 16 x 64, horizon 15 unless overridden):
 updates per second, model FLOPs per update (``torch.utils.flop_counter.FlopCounterMode``), the

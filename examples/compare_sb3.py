@@ -1,4 +1,4 @@
-"""Dreamer against an SB3 baseline on one task, evaluated every few thousand steps, in one plot.
+"""Dreamer against an SB3 baseline on one task, evaluated every ``--eval-freq`` env steps, in one plot.
 
 The baseline is PPO for discrete actions and SAC for continuous ones, with SB3's default
 hyperparameters; Dreamer uses the packaged settings. ``examples/benchmark_sb3.py`` is the full
@@ -44,25 +44,31 @@ def make_models(env_id: str, seed: int, tiny: bool) -> dict[str, BaseAlgorithm]:
 
 
 class EvaluationCurve(BaseCallback):
-    """Every ``eval_freq`` env steps, evaluate the model (deterministic) and keep (steps, mean, std)."""
+    """Every ``eval_freq`` env steps, evaluate the model (deterministic) and keep (steps, mean, std);
+    stop training at ``budget`` env steps (PPO would otherwise finish its 2048-step rollout)."""
 
-    def __init__(self, env_id: str, eval_freq: int, episodes: int) -> None:
+    def __init__(self, env_id: str, eval_freq: int, episodes: int, budget: int) -> None:
         super().__init__()
         self.eval_env = Monitor(gym.make(env_id))
         self.eval_freq = eval_freq
         self.episodes = episodes
+        self.budget = budget
         self.rows: list[tuple[int, float, float]] = []
 
     def _on_step(self) -> bool:
         if self.num_timesteps % self.eval_freq == 0:
             mean, std = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes)
             self.rows.append((self.num_timesteps, float(mean), float(std)))
-        return True
+        return self.num_timesteps < self.budget
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument(
+        "--env",
+        default="Pendulum-v1",
+        help="a gymnasium id; one without a packaged entry takes dreamer.yml's default section (size S, 1M steps)",
+    )
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--eval-freq", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=5)
@@ -75,10 +81,12 @@ def main() -> None:
 
     plt.figure(figsize=(6, 4))
     for name, model in make_models(args.env, args.seed, args.tiny).items():
-        evaluations = EvaluationCurve(args.env, args.eval_freq, args.eval_episodes)
+        evaluations = EvaluationCurve(args.env, args.eval_freq, args.eval_episodes, args.steps)
         model.learn(args.steps, callback=evaluations)
         curve = np.array(evaluations.rows)
-        print(f"{name}: final evaluation return {curve[-1, 1]:.1f} +/- {curve[-1, 2]:.1f}")
+        print(
+            f"{name}: final evaluation return {curve[-1, 1]:.1f} +/- {curve[-1, 2]:.1f} ({model.num_timesteps} env steps)"
+        )
         plt.plot(curve[:, 0], curve[:, 1], marker="o", label=name)
         plt.fill_between(curve[:, 0], curve[:, 1] - curve[:, 2], curve[:, 1] + curve[:, 2], alpha=0.2)
     plt.xlabel("env steps")

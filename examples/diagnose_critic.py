@@ -131,7 +131,7 @@ def read_episode(model: Dreamer, env: gym.Env, seed: int, window: int, dreams: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Pendulum-v1", help="a vector task of examples/benchmark_sb3.py")
-    parser.add_argument("--algo", default="dreamer_v2", help="dreamer, dreamer_v1 or dreamer_v2")
+    parser.add_argument("--algo", default="dreamer_v2", choices=["dreamer", "dreamer_v1", "dreamer_v2"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=10_000, help="env steps in all")
     parser.add_argument("--chunk", type=int, default=1000, help="env steps between two readings")

@@ -1,7 +1,7 @@
 """Diagnostic of one Dreamer update: how far the critic lags behind its λ-return targets, how fast
 it catches up, and how much of the actor's gradient is noise or bf16 rounding.
 
-Trains the packaged Dreamer entry of ``--env`` (with ``--dreamer-kwargs`` overrides, as in
+Trains the packaged DreamerV3 entry of ``--env`` (with ``--dreamer-kwargs`` overrides, as in
 ``benchmark_sb3.py``) for ``--steps`` env steps (or loads ``--load``, a
 model saved with its replay buffer by an earlier run of this script), then on a fixed replay batch
 prints the critic's mean value, the imagined λ-returns it regresses and the imagined survival
@@ -32,6 +32,7 @@ import copy
 import json
 from typing import NamedTuple
 
+import gymnasium as gym
 import numpy as np
 import torch
 from eval_modes import ending, packaged_model  # same folder
@@ -255,6 +256,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.load:
         model = Dreamer.load(args.load)
+        if model.observation_space != gym.make(args.env).observation_space:
+            parser.error(f"--load {args.load} was not trained on --env {args.env} (give its env)")
         model.load_replay_buffer(args.load + "_buffer")
     else:
         model = packaged_model(args.env, args.seed, args.model_size, args.dreamer_kwargs)

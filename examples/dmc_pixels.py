@@ -4,7 +4,7 @@ Uses the packaged settings of ``dm_control/cartpole-balance-v0`` (the pixel benc
 docs/benchmarks.md), logs an imagination video to tensorboard every ``--video-every`` updates and
 writes one as a GIF at the end. Needs the ``dmc`` extra (and ``libegl1`` for headless rendering).
 
-    python examples/dmc_pixels.py            # 50k agent steps = 100k env steps (about 2 h 15 min on one Zen 5 thread)
+    python examples/dmc_pixels.py            # 50k agent steps = 100k env steps (about 2 h 15 min with one Zen 5 thread: OMP_NUM_THREADS=1)
     python examples/dmc_pixels.py --tiny     # a smoke run of a few seconds
     tensorboard --logdir runs                # the "imagination/video" image tab
 """

@@ -6,7 +6,9 @@ and the actor each taking their mode (what ``predict(deterministic=True)`` does)
 ``mode / mode``, ``sample / mode`` and ``sample / sample`` (the training policy). For CartPole it
 also counts how the ``mode / mode`` episodes ended (``cart``: the cart left the track; ``pole``:
 the pole fell; ``time``: the 500-step limit), the actor's mean entropy (nats) over the states those
-episodes visited, and the current return scale of the actor's advantage normalisation.
+episodes visited, and the current return scale of the actor's advantage normalisation ("off" for
+the versions without it, V1 and V2). ``sample / sample`` includes the collection noise
+(``explore_noise``, V1's 0.3) that ``learn`` adds and ``predict`` leaves out.
 
     python examples/eval_modes.py --env CartPole-v1 --steps 10000 --seed 0
     python examples/eval_modes.py --env Pendulum-v1 --algo dreamer_v2 --steps 10000 --seed 1
@@ -69,13 +71,25 @@ def play_episode(model: Dreamer, env: gym.Env, posterior_sample: bool, actor_sam
         state = rssm.obs_step(state, prev_action, embed, is_first, sample=posterior_sample)
         params = actor(state.features())
         entropies.append(float(actor.entropy(params)[0]))
-        prev_action = actor.sample(params) if actor_sample else actor.mode(params)
+        if actor_sample:  # the training policy's action, with the collection noise (V1's explore_noise)
+            prev_action = actor.explore(actor.sample(params))
+        else:
+            prev_action = actor.mode(params)
+        if not policy.action_spec.discrete:
+            prev_action = prev_action.clamp(-1.0, 1.0)  # the executed action feeds the RSSM, as in learn
         env_action, _ = policy.decode_actions(prev_action)
         obs, reward, terminated, truncated, _ = env.step(env_action[0])
         total += float(reward)
         done = terminated or truncated
         is_first = torch.zeros(1, device=policy.device)
     return Episode(total, ending(obs, terminated, env.spec.id), float(np.mean(entropies)))
+
+
+def return_scale(model: Dreamer) -> str:
+    """The actor's current return scale, or "off" for a version without return normalisation."""
+    if not model.policy.config.return_normalization:
+        return "off"
+    return f"{float(model.policy.actor_critic.return_normalizer.scale()):.2f}"
 
 
 def packaged_model(
@@ -122,8 +136,8 @@ def main() -> None:
                 endings = Counter(e.ending for e in deterministic)
                 entropy = np.mean([e.entropy for e in deterministic])
                 counts = ", ".join(f"{name} {count}" for name, count in sorted(endings.items()))
-                scale = float(model.policy.actor_critic.return_normalizer.scale())
-                print(f"| {self.num_timesteps} | {means} | {counts} | {entropy:.3f} | {scale:.2f} |", flush=True)
+                scale = return_scale(model)
+                print(f"| {self.num_timesteps} | {means} | {counts} | {entropy:.3f} | {scale} |", flush=True)
             return True
 
     model.learn(args.steps, callback=EvaluateEvery())

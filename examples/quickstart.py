@@ -2,7 +2,7 @@
 
 Uses the tuned CartPole-v1 settings shipped in ``sb3_dreamer/hyperparams/dreamer.yml``.
 
-    python examples/quickstart.py                # the tuned budget (about 16 minutes on one CPU thread)
+    python examples/quickstart.py                # the tuned budget (about 16 minutes with one CPU thread: OMP_NUM_THREADS=1)
     python examples/quickstart.py --steps 2000   # a smoke run
 """
 
@@ -21,7 +21,11 @@ from sb3_dreamer.hyperparams import load_hyperparams
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument(
+        "--env",
+        default="CartPole-v1",
+        help="a gymnasium id; one without a packaged entry takes dreamer.yml's default section (size S, 1M steps)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="env steps (default: the tuned budget)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="optional path to save the trained model")

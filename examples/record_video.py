@@ -2,7 +2,8 @@
 
 The RSSM state is carried from step to step exactly as ``evaluate_policy`` does it: ``predict``
 returns the new state, and ``episode_start`` resets it at the start of each episode.
-Rendering CartPole needs pygame (``pip install "gymnasium[classic-control]"``), writing MP4 moviepy.
+Rendering CartPole needs pygame and writing MP4 moviepy: the ``extra`` extra has both (pygame-ce
+provides ``pygame``; installing gymnasium's ``classic-control`` extra beside it would add a second one).
 
     python examples/quickstart.py --save cartpole_dreamer
     python examples/record_video.py --model cartpole_dreamer.zip --env CartPole-v1 --out videos

@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from stable_baselines3 import PPO
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +260,12 @@ def test_compare_sb3_plots_both_curves(tmp_path):
     assert (tmp_path / "compare.png").stat().st_size > 0
 
 
+def test_compare_sb3_stops_ppo_at_the_budget(tmp_path):
+    out = run("examples/compare_sb3.py", "--tiny", "--env", "CartPole-v1", "--out", str(tmp_path / "compare.png"))
+    assert re.search(r"^dreamer: final evaluation return .* \(400 env steps\)$", out, re.M)
+    assert re.search(r"^ppo: final evaluation return .* \(400 env steps\)$", out, re.M)  # not its 2048-step rollout
+
+
 def test_record_video_loads_a_saved_agent_and_writes_mp4(tmp_path):
     pytest.importorskip("pygame", reason="rendering CartPole needs pygame")
     from sb3_dreamer import Dreamer
@@ -274,6 +282,34 @@ def test_record_video_loads_a_saved_agent_and_writes_mp4(tmp_path):
 def test_custom_env_passes_check_env_and_trains():
     out = run("examples/custom_env.py", "--tiny")
     assert "Evaluation return over 20 episodes" in out
+
+
+def test_custom_env_needs_memory():
+    """The corridor looks the same for both goals, whatever the agent does, so only a policy that
+    remembers the first observation's hint turns correctly every time."""
+    spec = importlib.util.spec_from_file_location("custom_env", ROOT / "examples" / "custom_env.py")
+    custom_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(custom_env)
+    env = custom_env.RememberTheGoal(corridor_length=3)
+    seen_after_reset: dict[float, list[list[float]]] = {}
+    for seed in range(20):
+        first, _ = env.reset(seed=seed)
+        goal_side = first[1]
+        assert goal_side in (-1.0, 1.0)
+        observations, returns, done = [], 0.0, False
+        while not done:
+            observation, reward, terminated, truncated, _ = env.step(int(goal_side > 0))
+            observations.append(observation.tolist())
+            returns += reward
+            done = terminated or truncated
+        assert returns == 1.0 and len(observations) == 4
+        assert observations == seen_after_reset.setdefault(goal_side, observations)
+    assert seen_after_reset[-1.0] == seen_after_reset[1.0]  # nothing after the first step tells the goals apart
+    env.reset(seed=0)
+    assert [env.step(action)[1] for action in (0, 1, 0)] == [0.0, 0.0, 0.0]  # the corridor pays nothing
+    assert env.step(0)[1] in (-1.0, 1.0)  # the turn
+    with pytest.raises(ValueError, match="corridor_length"):
+        custom_env.RememberTheGoal(corridor_length=0)
 
 
 def test_eval_modes_prints_three_evaluations_endings_entropy_and_scale_per_budget():
@@ -301,6 +337,37 @@ def test_eval_modes_builds_the_packaged_entry_of_the_chosen_version():
     assert config.version == "v2" and config.critic_lr == 1e-3 and config.free_bits == 0.0
     assert model.train_freq.frequency == 2 and model.batch_size == 16
     assert eval_modes.packaged_model("Pendulum-v1", 0, "tiny", {}).policy.config.version == "v3"
+
+
+def test_eval_modes_sample_mode_is_the_training_policy_and_feeds_the_executed_action(monkeypatch):
+    """``sample / sample`` adds the collection noise and, like ``learn``, feeds the RSSM the clipped
+    action the env executes; the return scale reads "off" where a version has no normalisation."""
+    spec = importlib.util.spec_from_file_location("eval_modes", ROOT / "examples" / "eval_modes.py")
+    eval_modes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_modes)
+    env = gym.make("Pendulum-v1", max_episode_steps=20)
+    for algo, scale in (("dreamer", "1.00"), ("dreamer_v1", "off")):
+        model = eval_modes.packaged_model("Pendulum-v1", 0, "tiny", {}, algo)
+        assert eval_modes.return_scale(model) == scale
+        rssm, actor = model.policy.world_model.rssm, model.policy.actor_critic.actor
+        fed_actions, explore_calls = [], []
+        obs_step, explore = rssm.obs_step, actor.explore
+
+        def recording_obs_step(state, prev_action, *args, **kwargs):
+            fed_actions.append(prev_action)
+            return obs_step(state, prev_action, *args, **kwargs)
+
+        def recording_explore(action):
+            explore_calls.append(action)
+            return explore(action)
+
+        monkeypatch.setattr(rssm, "obs_step", recording_obs_step)
+        monkeypatch.setattr(actor, "explore", recording_explore)
+        monkeypatch.setattr(actor, "sample", lambda params: torch.full((1, 1), 5.0))  # far outside the bounds
+        eval_modes.play_episode(model, env, posterior_sample=True, actor_sample=True)
+        assert len(fed_actions) == 20 and len(explore_calls) == 20
+        assert max(float(action.abs().max()) for action in fed_actions) == 1.0  # clipped, as executed
+        monkeypatch.undo()
 
 
 def test_eval_modes_reads_the_cartpole_termination_cause():
@@ -390,6 +457,12 @@ def test_diagnose_update_prints_the_critic_gap_terminal_probe_gradient_agreement
     # the saved model and buffer give the same snapshot as the run that trained them
     assert out.splitlines()[0] == reloaded.splitlines()[0]
     assert reloaded.count("critic lr ") == 2
+    # the CartPole probes would misread another env's model: --env must be the model's own
+    wrong_env = subprocess.run(
+        [sys.executable, "examples/diagnose_update.py", "--load", saved, "--env", "Pendulum-v1"],
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert wrong_env.returncode == 2 and "was not trained on --env Pendulum-v1" in wrong_env.stderr
 
 
 def test_diagnose_critic_compares_values_with_real_returns(tmp_path):
