@@ -26,8 +26,11 @@ Pixel tasks (every ``dm_control/`` and ``ALE/`` id) use the Dreamer preprocessin
 
     python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer \
         --steps 100000 --eval-freq 10000 --eval-episodes 5 --seeds 0 --jobs 1
-    python examples/benchmark_sb3.py --env ALE/Pong-v5 --algos dreamer --steps 300000 --eval-freq 25000 \
-        --eval-episodes 3 --seeds 0 --jobs 1
+    python examples/benchmark_sb3.py --env ALE/Pong-v5 --algos dreamer ppo --steps 300000 --eval-freq 25000 \
+        --eval-episodes 3 --seeds 0 --jobs 2
+
+PPO on Pong takes the zoo's ``atari`` entry, with its 4-frame stack (``VecFrameStack``, on the
+train and the evaluation env) over the same Dreamer-preprocessed frames.
 
 A run longer than one sitting saves its model and replay buffer after every evaluation
 (``--save-models``); the same command with ``--resume`` continues it from there.
@@ -95,6 +98,19 @@ ZOO_BASELINES: dict[tuple[str, str], dict[str, Any]] = {
         policy_kwargs=dict(net_arch=[256, 256]),
     ),
     ("sac", "Pendulum-v1"): dict(n_timesteps=20_000, learning_rate=1e-3),
+    # the zoo's atari entry (its AtariWrapper replaced by the Dreamer preprocessing of make_env)
+    ("ppo", "ALE/Pong-v5"): dict(
+        n_timesteps=10_000_000,
+        frame_stack=4,
+        n_envs=8,
+        n_steps=128,
+        n_epochs=4,
+        batch_size=256,
+        learning_rate=("lin", 2.5e-4),
+        clip_range=("lin", 0.1),
+        vf_coef=0.5,
+        ent_coef=0.01,
+    ),
     # The zoo has no pixel-DMC entry: SB3's SAC defaults with a replay buffer that fits in RAM.
     ("sac", "dm_control/cartpole-balance-v0"): dict(n_timesteps=50_000, buffer_size=100_000, learning_starts=2500),
 }
@@ -111,13 +127,32 @@ def make_env(env_id: str) -> gym.Env:
     return gym.make(env_id)
 
 
-def make_train_env(env_id: str, n_envs: int, seed: int):
-    """``n_envs`` monitored copies of :func:`make_env` in a ``DummyVecEnv``."""
+def make_train_env(env_id: str, n_envs: int, seed: int, frame_stack: int = 0):
+    """``n_envs`` monitored copies of :func:`make_env` in a ``DummyVecEnv``, with the last
+    ``frame_stack`` observations stacked (``VecFrameStack``) if it is above 0."""
     from functools import partial
+
+    from stable_baselines3.common.vec_env import VecFrameStack
 
     from sb3_dreamer.envs import make_vec_dreamer_env
 
-    return make_vec_dreamer_env(partial(make_env, env_id), n_envs=n_envs, seed=seed)
+    env = make_vec_dreamer_env(partial(make_env, env_id), n_envs=n_envs, seed=seed)
+    return VecFrameStack(env, frame_stack) if frame_stack > 0 else env
+
+
+def make_eval_env(algo: str, env_id: str, seed: int):
+    """The evaluation env of ``algo`` on ``env_id``: one monitored :func:`make_env` seeded with
+    ``seed``; a one-env ``VecFrameStack`` where the baseline's zoo entry stacks frames."""
+    from stable_baselines3.common.monitor import Monitor
+
+    frame_stack = ZOO_BASELINES.get((algo, env_id), {}).get("frame_stack", 0)
+    if frame_stack > 0:
+        stacked = make_train_env(env_id, 1, seed, frame_stack)
+        stacked.seed(seed)
+        return stacked
+    env = Monitor(make_env(env_id))
+    env.reset(seed=seed)
+    return env
 
 
 def deterministic_eval(env_id: str) -> bool:
@@ -174,6 +209,7 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
         return Dreamer(policy_name(env_id), make_train_env(env_id, n_envs, seed), seed=seed, **kwargs)
     kwargs = dict(ZOO_BASELINES[(algo, env_id)])
     n_envs = kwargs.pop("n_envs", 1)
+    frame_stack = kwargs.pop("frame_stack", 0)
     budget_fraction = total_steps / kwargs.pop("n_timesteps")
     for key, value in list(kwargs.items()):
         if isinstance(value, tuple) and value[0] == "lin":
@@ -181,7 +217,7 @@ def make_model(algo: str, env_id: str, seed: int, total_steps: int, dreamer_kwar
     if "exploration_fraction" in kwargs:
         kwargs["exploration_fraction"] = min(1.0, kwargs["exploration_fraction"] / budget_fraction)
     cls = {"ppo": PPO, "dqn": DQN, "sac": SAC}[algo]
-    return cls(policy_name(env_id), make_train_env(env_id, n_envs, seed), seed=seed, **kwargs)
+    return cls(policy_name(env_id), make_train_env(env_id, n_envs, seed, frame_stack), seed=seed, **kwargs)
 
 
 #: the columns of a run's CSV
@@ -218,7 +254,6 @@ def run_one(job: Job) -> str:
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.monitor import Monitor
 
     torch.set_num_threads(threads)
     repeat = action_repeat(env_id)
@@ -254,8 +289,7 @@ def run_one(job: Job) -> str:
                 f"{model_path} is at {model.num_timesteps * repeat} env steps, {path} at {rows[-1]['steps']}"
             )
         print(f"[{label} {env_id} seed {seed}] resuming at {rows[-1]['steps']} env steps", flush=True)
-    eval_env = Monitor(make_env(env_id))
-    eval_env.reset(seed=10_000 + seed + model.num_timesteps)
+    eval_env = make_eval_env(algo, env_id, 10_000 + seed + model.num_timesteps)
     next_eval = (int(rows[-1]["steps"]) // repeat if rows else 0) + eval_freq
     start = time.perf_counter() - elapsed_before
     saving_seconds = 0.0  # time spent saving, left out of the wall-clock

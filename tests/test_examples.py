@@ -208,6 +208,31 @@ def test_benchmark_sb3_refuses_an_entry_written_for_another_policy():
         load_benchmark_sb3().make_model("dreamer_v2", "dm_control/walker-walk-v0", 0, 1000)
 
 
+def test_benchmark_sb3_ppo_on_pong_stacks_four_frames_for_training_and_evaluation():
+    """The zoo's atari PPO entry stacks 4 frames; its evaluation env must give the same stack."""
+    pytest.importorskip("ale_py")
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    module = load_benchmark_sb3()
+    model = module.make_model("ppo", "ALE/Pong-v5", 0, 75_000)
+    assert model.n_envs == 8 and model.observation_space.shape == (4, 64, 64)  # channel-first, 4 frames
+    assert (model.n_steps, model.n_epochs, model.batch_size, model.ent_coef) == (128, 4, 256, 0.01)
+    eval_env = module.make_eval_env("ppo", "ALE/Pong-v5", 10_000)
+    assert eval_env.num_envs == 1 and eval_env.observation_space.shape == (64, 64, 4)
+    model.learn(8)  # a few steps through SB3's image transpose
+    episode_lengths = []
+
+    def stop_after_a_few_steps(locals_: dict, _globals: dict) -> None:
+        episode_lengths.append(locals_["current_lengths"][0])
+        if len(episode_lengths) == 30:
+            raise StopIteration
+
+    with pytest.raises(StopIteration):
+        evaluate_policy(model, eval_env, n_eval_episodes=1, deterministic=False, callback=stop_after_a_few_steps)
+    # the other algorithms evaluate on one monitored env, as before
+    assert not hasattr(module.make_eval_env("dreamer", "ALE/Pong-v5", 0), "num_envs")
+
+
 def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
     module = load_benchmark_sb3()
     overrides = {"train_freq": 8, "sequence_length": 16, "hyperparams": {"actor_lr": 2e-5}}
