@@ -147,9 +147,7 @@ def make_eval_env(algo: str, env_id: str, seed: int):
 
     frame_stack = ZOO_BASELINES.get((algo, env_id), {}).get("frame_stack", 0)
     if frame_stack > 0:
-        stacked = make_train_env(env_id, 1, seed, frame_stack)
-        stacked.seed(seed)
-        return stacked
+        return make_train_env(env_id, 1, seed, frame_stack)  # seeded: the first reset uses it
     env = Monitor(make_env(env_id))
     env.reset(seed=seed)
     return env

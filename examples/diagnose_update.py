@@ -257,7 +257,7 @@ def main() -> None:
     if args.load:
         model = Dreamer.load(args.load)
         if model.observation_space != gym.make(args.env).observation_space:
-            parser.error(f"--load {args.load} was not trained on --env {args.env} (give its env)")
+            parser.error(f"--load {args.load} was not trained on --env {args.env}: its observation space differs")
         model.load_replay_buffer(args.load + "_buffer")
     else:
         model = packaged_model(args.env, args.seed, args.model_size, args.dreamer_kwargs)

@@ -219,7 +219,7 @@ def test_benchmark_sb3_ppo_on_pong_stacks_four_frames_for_training_and_evaluatio
     assert (model.n_steps, model.n_epochs, model.batch_size, model.ent_coef) == (128, 4, 256, 0.01)
     eval_env = module.make_eval_env("ppo", "ALE/Pong-v5", 10_000)
     assert eval_env.num_envs == 1 and eval_env.observation_space.shape == (64, 64, 4)
-    model.learn(8)  # a few steps through SB3's image transpose
+    model.learn(8)  # one rollout (8 x 128 steps) and its update, through SB3's image transpose
     episode_lengths = []
 
     def stop_after_a_few_steps(locals_: dict, _globals: dict) -> None:
@@ -229,8 +229,13 @@ def test_benchmark_sb3_ppo_on_pong_stacks_four_frames_for_training_and_evaluatio
 
     with pytest.raises(StopIteration):
         evaluate_policy(model, eval_env, n_eval_episodes=1, deterministic=False, callback=stop_after_a_few_steps)
+    assert episode_lengths == list(range(1, 31))  # stacked observations went through predict step by step
+    model.get_env().close()
+    eval_env.close()
     # the other algorithms evaluate on one monitored env, as before
-    assert not hasattr(module.make_eval_env("dreamer", "ALE/Pong-v5", 0), "num_envs")
+    plain_env = module.make_eval_env("dreamer", "ALE/Pong-v5", 0)
+    assert not hasattr(plain_env, "num_envs")
+    plain_env.close()
 
 
 def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
@@ -288,7 +293,8 @@ def test_compare_sb3_plots_both_curves(tmp_path):
 def test_compare_sb3_stops_ppo_at_the_budget(tmp_path):
     out = run("examples/compare_sb3.py", "--tiny", "--env", "CartPole-v1", "--out", str(tmp_path / "compare.png"))
     assert re.search(r"^dreamer: final evaluation return .* \(400 env steps\)$", out, re.M)
-    assert re.search(r"^ppo: final evaluation return .* \(400 env steps\)$", out, re.M)  # not its 2048-step rollout
+    # not its 2048-step rollout (stopped inside its first one, this PPO has made no update)
+    assert re.search(r"^ppo: final evaluation return .* \(400 env steps\)$", out, re.M)
 
 
 def test_record_video_loads_a_saved_agent_and_writes_mp4(tmp_path):
