@@ -7,8 +7,14 @@ just the current observation turns correctly half the time and averages exactly 
 recurrent latent state carries the goal to the junction (+1). Check a custom env with SB3's
 ``check_env`` first.
 
-    python examples/custom_env.py            # 20k steps
+    python examples/custom_env.py            # 6000 steps (a few minutes on a CPU)
     python examples/custom_env.py --tiny     # a smoke run of a few seconds
+
+With :data:`SETTINGS` and the default 3-step corridor, seeds 1, 2 and 3 turned correctly in all
+40 evaluation episodes from 2000, 3000 and 5000 steps on (2026-12-06; ``tests/test_learning.py``
+checks seed 1). Longer corridors are harder: with 5 steps neither these settings in 4000 steps
+(seed 1) nor model size ``T`` trained every 4 steps on 16 x 32 sequences in 20k steps (seed 0,
+-0.20 over 20 episodes) learned to remember the goal.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ class RememberTheGoal(gym.Env):
     ``corridor_length + 1`` steps.
     """
 
-    def __init__(self, corridor_length: int = 5) -> None:
+    def __init__(self, corridor_length: int = 3) -> None:
         if corridor_length < 1:
             raise ValueError(f"corridor_length must be at least 1, got {corridor_length}")
         self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -61,28 +67,39 @@ class RememberTheGoal(gym.Env):
         return self._observation(0.0), 1.0 if turned_to_goal else -1.0, True, False, {}
 
 
+#: Settings that learn the 3-step corridor within a few thousand steps (a small model, trained
+#: every 2 steps on 8 sequences of 16 steps, faster learning rates than the paper's)
+SETTINGS: dict[str, Any] = {
+    "model_size": "tiny",
+    "batch_size": 8,
+    "sequence_length": 16,
+    "learning_starts": 200,
+    "train_freq": 2,
+    "precision": "fp32",
+    "hyperparams": {
+        "units": 64,
+        "deter_size": 64,
+        "hidden_size": 64,
+        "model_lr": 1e-3,
+        "actor_lr": 3e-4,
+        "critic_lr": 3e-4,
+    },
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tiny", action="store_true", help="a smoke run with a tiny model and budget")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--corridor-length", type=int, default=3, help="steps between the hint and the turn, less one")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tiny", action="store_true", help="a smoke run of a few hundred steps")
     args = parser.parse_args()
 
-    check_env(RememberTheGoal())
-    kwargs: dict[str, Any] = {
-        "model_size": "T",
-        "batch_size": 16,
-        "sequence_length": 32,
-        "train_freq": 4,
-        "learning_starts": 1000,
-    }
-    steps = args.steps
-    if args.tiny:
-        kwargs.update(model_size="tiny", batch_size=2, sequence_length=8, train_freq=8, learning_starts=64)
-        steps = 200
-    model = Dreamer("MlpPolicy", Monitor(RememberTheGoal()), seed=args.seed, **kwargs)
+    check_env(RememberTheGoal(args.corridor_length))
+    steps = 300 if args.tiny else args.steps
+    model = Dreamer("MlpPolicy", Monitor(RememberTheGoal(args.corridor_length)), seed=args.seed, **SETTINGS)
     model.learn(steps, progress_bar=not args.tiny)
-    mean, std = evaluate_policy(model, Monitor(RememberTheGoal()), n_eval_episodes=20)
+    mean, std = evaluate_policy(model, Monitor(RememberTheGoal(args.corridor_length)), n_eval_episodes=20)
     print(
         f"Evaluation return over 20 episodes: {mean:.2f} +/- {std:.2f} (a memoryless policy averages 0, memory gives 1)"
     )
