@@ -12,9 +12,9 @@ recurrent latent state carries the goal to the junction (+1). Check a custom env
 
 With :data:`SETTINGS` and the default 3-step corridor, seeds 0, 1, 2 and 3 turned correctly in
 all 40 evaluation episodes from 3000, 2000, 3000 and 5000 steps on (2026-12-06, evaluated every
-1000 steps; ``tests/test_learning.py`` checks seed 1). Longer corridors are harder: with 5 steps neither these settings in 4000 steps
-(seed 1) nor model size ``T`` trained every 4 steps on 16 x 32 sequences in 20k steps (seed 0,
--0.20 over 20 episodes) learned to remember the goal.
+1000 steps; ``tests/test_learning.py`` checks seed 1). Longer corridors are harder: with 5 steps
+neither these settings in 4000 steps (seed 1) nor model size ``T`` trained every 4 steps on
+16 x 32 sequences in 20k steps (seed 0, -0.20 over 20 episodes) learned to remember the goal.
 """
 
 from __future__ import annotations
