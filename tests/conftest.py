@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,6 +13,17 @@ import torch
 from gymnasium import spaces
 
 torch.set_num_threads(1)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(stem: str) -> ModuleType:
+    """The script ``examples/<stem>.py`` loaded as a module, for tests of its functions (the
+    examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(stem, EXAMPLES / f"{stem}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class CueEnv(gym.Env):

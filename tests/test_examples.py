@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -18,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
+
+from tests.conftest import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The smallest pixel agent that trains within a few seconds.
@@ -134,13 +135,6 @@ def test_benchmark_sb3_resume_continues_a_run_of_several_envs_saved_past_its_eva
     assert lines[1].split(",")[column] == "" and lines[2].split(",")[column] != ""
 
 
-def load_benchmark_sb3():
-    spec = importlib.util.spec_from_file_location("benchmark_sb3", ROOT / "examples" / "benchmark_sb3.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def fake_job(name: str, out: Path) -> tuple:
     """A job tuple of benchmark_sb3 for :func:`fake_run`: ``name`` in the algo's place."""
     return (name, "CartPole-v1", 0, 100, 100, 1, str(out), "", {}, 1, False, False)
@@ -157,7 +151,7 @@ def fake_run(job: tuple) -> None:
 
 def test_benchmark_sb3_reports_a_killed_worker_instead_of_waiting_for_it(tmp_path):
     """A worker killed for memory made the multiprocessing pool drop its job and wait forever."""
-    module = load_benchmark_sb3()
+    module = load_example("benchmark_sb3")
     jobs = [fake_job("killed", tmp_path), fake_job("fine", tmp_path)]
     assert module.run_jobs(jobs, 2, target=fake_run) == ["killed CartPole-v1 seed 0"]
 
@@ -189,7 +183,7 @@ def test_benchmark_sb3_sigterm_stops_the_workers_too(tmp_path):
 
 
 def test_benchmark_sb3_summary_of_missing_runs_and_half_thousand_budgets(tmp_path):
-    module = load_benchmark_sb3()
+    module = load_example("benchmark_sb3")
     assert module.summarise(tmp_path, "CartPole-v1", ["dreamer"]).startswith("no CSVs of CartPole-v1")
     rows = "".join(f"dreamer,CartPole-v1,{seed},{steps},10,0,,1.0\n" for seed in (2, 10) for steps in (500, 1000, 1500))
     for seed in (2, 10):
@@ -205,7 +199,7 @@ def test_benchmark_sb3_refuses_an_entry_written_for_another_policy():
     """dm_control/walker-walk-v0's V2 entry is for proprioception; the benchmark runs every
     dm_control id from pixels, and trained a pixel agent with the proprioception settings."""
     with pytest.raises(ValueError, match="written for MlpPolicy"):
-        load_benchmark_sb3().make_model("dreamer_v2", "dm_control/walker-walk-v0", 0, 1000)
+        load_example("benchmark_sb3").make_model("dreamer_v2", "dm_control/walker-walk-v0", 0, 1000)
 
 
 def test_benchmark_sb3_ppo_on_pong_stacks_four_frames_for_training_and_evaluation():
@@ -213,7 +207,7 @@ def test_benchmark_sb3_ppo_on_pong_stacks_four_frames_for_training_and_evaluatio
     pytest.importorskip("ale_py")
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    module = load_benchmark_sb3()
+    module = load_example("benchmark_sb3")
     model = module.make_model("ppo", "ALE/Pong-v5", 0, 75_000)
     assert model.n_envs == 8 and model.observation_space.shape == (4, 64, 64)  # channel-first, 4 frames
     assert (model.n_steps, model.n_epochs, model.batch_size, model.ent_coef) == (128, 4, 256, 0.01)
@@ -239,7 +233,7 @@ def test_benchmark_sb3_ppo_on_pong_stacks_four_frames_for_training_and_evaluatio
 
 
 def test_benchmark_sb3_dreamer_kwargs_override_the_packaged_entry():
-    module = load_benchmark_sb3()
+    module = load_example("benchmark_sb3")
     overrides = {"train_freq": 8, "sequence_length": 16, "hyperparams": {"actor_lr": 2e-5}}
     model = module.make_model("dreamer", "CartPole-v1", 0, 1000, overrides)
     packaged = module.make_model("dreamer", "CartPole-v1", 0, 1000)
@@ -318,9 +312,7 @@ def test_custom_env_passes_check_env_and_trains():
 def test_custom_env_needs_memory():
     """The corridor looks the same for both goals, whatever the agent does, so only a policy that
     remembers the first observation's hint turns correctly every time."""
-    spec = importlib.util.spec_from_file_location("custom_env", ROOT / "examples" / "custom_env.py")
-    custom_env = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(custom_env)
+    custom_env = load_example("custom_env")
     env = custom_env.RememberTheGoal(corridor_length=3)
     seen_after_reset: dict[float, list[list[float]]] = {}
     for seed in range(20):
@@ -359,9 +351,7 @@ def test_eval_modes_prints_three_evaluations_endings_entropy_and_scale_per_budge
 
 
 def test_eval_modes_builds_the_packaged_entry_of_the_chosen_version():
-    spec = importlib.util.spec_from_file_location("eval_modes", ROOT / "examples" / "eval_modes.py")
-    eval_modes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_modes)
+    eval_modes = load_example("eval_modes")
     model = eval_modes.packaged_model("Pendulum-v1", 0, "tiny", {"hyperparams": {"free_bits": 0.0}}, "dreamer_v2")
     config = model.policy.config
     # dreamer_v2.yml's Pendulum-v1 entry (version, critic rate, train ratio) under the override
@@ -373,9 +363,7 @@ def test_eval_modes_builds_the_packaged_entry_of_the_chosen_version():
 def test_eval_modes_sample_mode_is_the_training_policy_and_feeds_the_executed_action(monkeypatch):
     """``sample / sample`` adds the collection noise and, like ``learn``, feeds the RSSM the clipped
     action the env executes; the return scale reads "off" where a version has no normalisation."""
-    spec = importlib.util.spec_from_file_location("eval_modes", ROOT / "examples" / "eval_modes.py")
-    eval_modes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_modes)
+    eval_modes = load_example("eval_modes")
     env = gym.make("Pendulum-v1", max_episode_steps=20)
     for algo, scale in (("dreamer", "1.00"), ("dreamer_v1", "off")):
         model = eval_modes.packaged_model("Pendulum-v1", 0, "tiny", {}, algo)
@@ -402,9 +390,7 @@ def test_eval_modes_sample_mode_is_the_training_policy_and_feeds_the_executed_ac
 
 
 def test_eval_modes_reads_the_cartpole_termination_cause():
-    spec = importlib.util.spec_from_file_location("eval_modes", ROOT / "examples" / "eval_modes.py")
-    eval_modes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_modes)
+    eval_modes = load_example("eval_modes")
     assert eval_modes.ending(np.array([2.5, 0.1, 0.0, 0.0]), True, "CartPole-v1") == "cart"
     assert eval_modes.ending(np.array([-0.3, 0.1, -0.25, 0.0]), True, "CartPole-v1") == "pole"
     assert eval_modes.ending(np.array([2.5, 0.1, 0.0, 0.0]), False, "CartPole-v1") == "time"
@@ -417,9 +403,7 @@ def test_diagnose_dmc_cartpole_factors_multiply_to_the_tasks_reward():
     shimmy = pytest.importorskip("shimmy")
     import gymnasium as gym
 
-    spec = importlib.util.spec_from_file_location("diagnose_dmc", ROOT / "examples" / "diagnose_dmc_cartpole.py")
-    diagnose = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diagnose)
+    diagnose = load_example("diagnose_dmc_cartpole")
     gym.register_envs(shimmy)
     env = gym.make("dm_control/cartpole-balance-v0")
     env.reset(seed=0)
@@ -497,9 +481,7 @@ def test_diagnose_update_prints_the_critic_gap_terminal_probe_gradient_agreement
 
 
 def test_diagnose_critic_compares_values_with_real_returns(tmp_path):
-    spec = importlib.util.spec_from_file_location("diagnose_critic", ROOT / "examples" / "diagnose_critic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("diagnose_critic")
     np.testing.assert_allclose(module.discounted_returns(np.array([1.0, 1.0, 1.0]), 0.5), [1.75, 1.5, 1.0])
     # the discounted next two real rewards from each of the three steps, cut at the episode's end
     np.testing.assert_allclose(module.real_rewards(np.array([1.0, 2.0, 4.0]), 3, 2, 0.5), [2.0, 4.0, 4.0])

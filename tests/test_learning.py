@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_dreamer import Dreamer
-from tests.conftest import CueEnv, PixelCueEnv
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import CueEnv, PixelCueEnv, load_example
 
 LEARN_KWARGS = dict(
     model_size="tiny",
@@ -49,9 +44,7 @@ def test_learns_to_remember_the_goal_through_a_corridor():
     """The T-maze of examples/custom_env.py: the goal's side is shown only at the first step and the
     turn is 4 steps later, so every memoryless policy averages 0 (|mean| >= 0.8 over 40 episodes of
     +-1 has probability < 1e-6); the recurrent state must carry the goal. The example's settings."""
-    spec = importlib.util.spec_from_file_location("custom_env", ROOT / "examples" / "custom_env.py")
-    custom_env = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(custom_env)
+    custom_env = load_example("custom_env")
     model = Dreamer("MlpPolicy", custom_env.RememberTheGoal(3), seed=1, **custom_env.SETTINGS)
     model.learn(3000)
     mean, _ = evaluate_policy(model, custom_env.RememberTheGoal(3), n_eval_episodes=40, deterministic=True)
