@@ -307,6 +307,8 @@ def test_record_video_loads_a_saved_agent_and_writes_mp4(tmp_path):
 def test_custom_env_passes_check_env_and_trains():
     out = run("examples/custom_env.py", "--tiny")
     assert "Evaluation return over 20 episodes" in out
+    assert re.search(r"goal left: turn left [+-]\d\.\d\d, turn right [+-]\d\.\d\d", out), out
+    assert re.search(r"goal right: turn left [+-]\d\.\d\d, turn right [+-]\d\.\d\d", out), out
 
 
 def test_custom_env_needs_memory():

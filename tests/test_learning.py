@@ -49,6 +49,10 @@ def test_learns_to_remember_the_goal_through_a_corridor():
     model.learn(3000)
     mean, _ = evaluate_policy(model, custom_env.RememberTheGoal(3), n_eval_episodes=40, deterministic=True)
     assert mean >= 0.8, mean
+    # the memory is in the world model too: its reward for the turn depends on the goal seen 4 steps before
+    predicted = custom_env.predicted_turn_rewards(model, 3)
+    for goal, toward in ((-1.0, 0), (1.0, 1)):
+        assert predicted[(goal, toward)] - predicted[(goal, 1 - toward)] >= 0.5, predicted
 
 
 class SwappedPixelCueEnv(PixelCueEnv):
