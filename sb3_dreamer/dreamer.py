@@ -98,7 +98,8 @@ class Dreamer(OffPolicyAlgorithm):
         or a :class:`~sb3_dreamer.policies.DreamerPolicy` subclass
     :param env: the environment (gymnasium env, VecEnv or registered id)
     :param learning_rate: world-model learning rate (a float or an SB3 schedule); ``None``: preset
-    :param buffer_size: replay capacity in env steps (split evenly across envs)
+    :param buffer_size: replay capacity in rows, split evenly across envs: one row per env step
+        plus one per episode start (its first observation)
     :param learning_starts: env steps of uniformly random actions before training starts
     :param batch_size: sequences per update (``B``); ``None``: the paper's (V1 50, V2/V3 16)
     :param sequence_length: steps per replayed sequence (``T``); ``None``: the paper's (V1/V2 50,
@@ -206,14 +207,10 @@ class Dreamer(OffPolicyAlgorithm):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         self.video_log_interval = video_log_interval
-        # a copy: the buffer's settings are added to it below, and the caller may reuse its dict
+        # copies: SB3 keeps (and may add to) the dicts it is given, and the caller may reuse them
         replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
-        if replay_buffer_kwargs.get("sequence_length", sequence_length) != sequence_length:
-            raise ValueError(
-                f"replay_buffer_kwargs holds sequence_length={replay_buffer_kwargs['sequence_length']!r} but "
-                f"sequence_length is {sequence_length!r}; set it with the sequence_length argument alone"
-            )
-        if policy_kwargs and "config" in policy_kwargs:
+        policy_kwargs = dict(policy_kwargs or {})
+        if "config" in policy_kwargs:
             raise ValueError(
                 "policy_kwargs holds 'config', which Dreamer builds from version, model_size and hyperparams; "
                 "set the configuration's fields through hyperparams={...} instead"
@@ -269,6 +266,12 @@ class Dreamer(OffPolicyAlgorithm):
                 "gradient_steps must be a non-negative integer or -1 (as many as env steps), "
                 f"got {self.gradient_steps!r}"
             )
+        # an int, SB3's (n, unit) tuple, or its TrainFreq (a tuple too) once set up
+        frequency = self.train_freq[0] if isinstance(self.train_freq, tuple) else self.train_freq
+        if not isinstance(frequency, (int, np.integer)) or frequency < 1:
+            raise ValueError(
+                f"train_freq must be a positive integer (or (n, unit) with n >= 1), got {self.train_freq!r}"
+            )
         for name in ("learning_starts", "video_log_interval"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
@@ -283,17 +286,31 @@ class Dreamer(OffPolicyAlgorithm):
             )
         if self.replay_buffer_class is None:
             self.replay_buffer_class = SequenceReplayBuffer
-        if issubclass(self.replay_buffer_class, SequenceReplayBuffer):
-            # assigned, not defaulted: ``load(custom_objects={"sequence_length": ...})`` must reach the buffer
-            self.replay_buffer_kwargs["sequence_length"] = self.sequence_length
-            self.replay_buffer_kwargs.setdefault("seed", self.seed)
-        else:
+        if not issubclass(self.replay_buffer_class, SequenceReplayBuffer):
             raise TypeError(f"Dreamer needs a SequenceReplayBuffer, got {self.replay_buffer_class.__name__}")
+        # copies again: ``load`` sets the dicts given to it as they are
+        self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs or {})
+        self.policy_kwargs = dict(self.policy_kwargs or {})
+        self.policy_kwargs.pop("config", None)  # files saved before 2026-12-06 hold it; dreamer_config is saved
+        user_sequence_length = self.replay_buffer_kwargs.pop("sequence_length", self.sequence_length)
+        if user_sequence_length != self.sequence_length:
+            raise ValueError(
+                f"replay_buffer_kwargs holds sequence_length={user_sequence_length!r} but sequence_length is "
+                f"{self.sequence_length!r}; set it with the sequence_length argument (or custom_objects at load)"
+            )
         self._apply_load_overrides()
         if self.gamma != self.dreamer_config.gamma:  # ``load(custom_objects={"gamma": ...})``
             self.dreamer_config = self.dreamer_config.replace(gamma=float(self.gamma))
-        self.policy_kwargs["config"] = self.dreamer_config
-        super()._setup_model()
+        # the buffer and the policy get what Dreamer derives (the model's sequence_length and seed,
+        # the configuration) without it entering the caller's dicts, which ``save`` keeps as given,
+        # so that ``load(policy_kwargs=...)`` with the same dict compares equal, as in SB3
+        given_buffer_kwargs, given_policy_kwargs = self.replay_buffer_kwargs, self.policy_kwargs
+        self.replay_buffer_kwargs = {"seed": self.seed, **given_buffer_kwargs, "sequence_length": self.sequence_length}
+        self.policy_kwargs = {**given_policy_kwargs, "config": self.dreamer_config}
+        try:
+            super()._setup_model()
+        finally:
+            self.replay_buffer_kwargs, self.policy_kwargs = given_buffer_kwargs, given_policy_kwargs
         if self._rng_state is not None and self.seed is not None:
             # a loaded seeded model continues the random streams it saved (``_setup_model`` just
             # reseeded them); an unseeded one leaves the process's streams alone, as in SB3
@@ -510,7 +527,7 @@ class Dreamer(OffPolicyAlgorithm):
     ) -> SelfDreamer:
         """Load like SB3. For a model built with a ``seed``, the process's random streams (torch,
         numpy, Python, the action space) continue from where ``save`` left them, so that an
-        interrupted run resumes exactly, where SB3 would reseed them with that seed; an explicit
+        interrupted run resumes reproducibly (see :meth:`save`), where SB3 would reseed them with that seed; an explicit
         ``seed`` given here reseeds them, as it does for SB3's algorithms; a model built without a
         seed leaves them alone, as in SB3. The env passed here is seeded from the saved seed (if
         the model had one) and ``num_timesteps`` (its own RNG state is not saved), not from the
@@ -551,9 +568,12 @@ class Dreamer(OffPolicyAlgorithm):
         for the model's observation and action spaces, holding as many env streams as the model has
         envs, each with room for the model's ``sequence_length`` (``ValueError`` otherwise); on an
         error the model keeps its buffer. The loaded buffer samples sequences of the model's
-        ``sequence_length`` (the one it was saved with may differ, e.g. after
-        ``load(custom_objects={"sequence_length": ...})``), and its streams end where they were
-        saved: the next stored step starts a new episode in every stream.
+        ``sequence_length`` and, if the model's ``replay_buffer_kwargs`` set one, its
+        ``terminal_fraction`` (the ones it was saved with may differ, e.g. after
+        ``load(custom_objects={"sequence_length": ...})`` or
+        ``load(replay_buffer_kwargs={"terminal_fraction": ...})``); its sampler continues from its
+        saved random state, and its streams end where they were saved: the next stored step starts
+        a new episode in every stream.
         """
         current = self.replay_buffer
         try:
@@ -588,6 +608,8 @@ class Dreamer(OffPolicyAlgorithm):
             self.replay_buffer = current
             raise problem
         loaded.sequence_length = self.sequence_length
+        if "terminal_fraction" in self.replay_buffer_kwargs:
+            loaded.terminal_fraction = float(self.replay_buffer_kwargs["terminal_fraction"])
         loaded.start_new_episodes()
 
     def _seed_env_for_resume(self) -> None:
@@ -632,7 +654,10 @@ class Dreamer(OffPolicyAlgorithm):
         include: Iterable[str] | None = None,
     ) -> None:
         """Save like SB3, plus the RNG states, so that ``load`` + ``learn(reset_num_timesteps=False)``
-        continues an interrupted run exactly (with ``save_replay_buffer`` for the buffer and its sampler).
+        (with ``save_replay_buffer`` / ``load_replay_buffer`` for the buffer and its sampler) continues
+        a run reproducibly: every resume from one file gives the same run. It is the uninterrupted
+        run itself for a deterministic env saved at an episode's end; otherwise the env, reseeded
+        and reset on load, draws differently.
         """
         self._rng_state = self._capture_rng_state()
         try:

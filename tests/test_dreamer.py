@@ -424,6 +424,42 @@ def test_replay_buffer_kwargs_are_copied_not_changed(tiny_kwargs):
         Dreamer("MlpPolicy", CueEnv(), replay_buffer_kwargs={"sequence_length": 16}, **tiny_kwargs)
 
 
+def test_policy_kwargs_are_kept_as_given_so_a_dict_is_reusable_and_load_compares_equal(tmp_path, tiny_kwargs):
+    """SB3 keeps the caller's policy_kwargs and load refuses ones that differ from the saved: the
+    configuration Dreamer adds for its policy must not enter them."""
+    shared = {"normalize_images": False}
+    model = Dreamer("MlpPolicy", CueEnv(), policy_kwargs=shared, **tiny_kwargs)
+    Dreamer("MlpPolicy", CueEnv(), policy_kwargs=shared, **tiny_kwargs)  # a seed loop reuses the dict
+    assert shared == {"normalize_images": False} and model.policy_kwargs == shared
+    model.save(tmp_path / "m")
+    loaded = Dreamer.load(tmp_path / "m", env=CueEnv(), policy_kwargs={"normalize_images": False})
+    assert loaded.policy.config == model.policy.config
+    with pytest.raises(ValueError, match="policy kwargs"):  # SB3's own check still applies
+        Dreamer.load(tmp_path / "m", env=CueEnv(), policy_kwargs={"normalize_images": True})
+
+
+def test_load_checks_replay_buffer_kwargs_and_load_replay_buffer_adopts_their_terminal_fraction(tmp_path, tiny_kwargs):
+    env = SpaceEnv(spaces.Discrete(2))  # terminates every 20 steps
+    model = Dreamer("MlpPolicy", env, **tiny_kwargs)
+    model.learn(64)
+    model.save(tmp_path / "m")
+    model.save_replay_buffer(tmp_path / "buffer")
+    with pytest.raises(ValueError, match="replay_buffer_kwargs holds sequence_length=16"):
+        Dreamer.load(tmp_path / "m", env=env, replay_buffer_kwargs={"sequence_length": 16})
+    given = {"terminal_fraction": 0.5}
+    loaded = Dreamer.load(tmp_path / "m", env=env, replay_buffer_kwargs=given)
+    assert given == {"terminal_fraction": 0.5}
+    loaded.load_replay_buffer(tmp_path / "buffer")
+    assert loaded.replay_buffer.terminal_fraction == 0.5
+    assert loaded.replay_buffer.sample(4).is_terminal[-1, 2:].all()
+
+
+@pytest.mark.parametrize("train_freq", [0, -2, (0, "step"), 1.5])
+def test_train_freq_below_one_raises(train_freq, tiny_kwargs):
+    with pytest.raises(ValueError, match="train_freq must be a positive integer"):
+        Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, "train_freq": train_freq})
+
+
 def test_custom_objects_on_load_reach_the_buffer_and_the_update(tmp_path, tiny_kwargs):
     model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
     model.save(tmp_path / "m")
