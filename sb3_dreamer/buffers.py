@@ -433,8 +433,9 @@ class SequenceReplayBuffer(ReplayBuffer):
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> SequenceBatch:
         """Sample sequences uniformly over all valid windows of all env streams.
 
-        With ``terminal_fraction > 0``, ``round(terminal_fraction * batch_size)`` of them are
-        instead drawn uniformly from the windows that end at a terminal row (if any).
+        With ``terminal_fraction > 0``, ``round(terminal_fraction * batch_size)`` of them (Python's
+        ``round``: halves go to the even count, so 0.25 of 2 is 0 and 0.25 of 10 is 2) are instead
+        drawn uniformly from the windows that end at a terminal row (if any).
 
         Parameters
         ----------
