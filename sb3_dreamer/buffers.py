@@ -32,6 +32,8 @@ from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_dreamer.memory import lazy_zeros
+
 try:
     import psutil
 except ImportError:
@@ -214,14 +216,13 @@ class SequenceReplayBuffer(ReplayBuffer):
                     f"replay buffer {total_bytes / 1e9:.2f}GB > {available_bytes / 1e9:.2f}GB"
                 )
 
-        obs_store = {
-            key: np.zeros((capacity, n_envs, *space.shape), dtype=space.dtype) for key, space in subspaces.items()
-        }
+        # rows in their own memory maps: unwritten rows cost no memory, whatever the allocator does
+        obs_store = {key: lazy_zeros((capacity, n_envs, *space.shape), space.dtype) for key, space in subspaces.items()}
         self.observations = self._from_fields(obs_store)
-        self.actions = np.zeros((capacity, n_envs, self.action_dim), dtype=np.float32)
-        self.rewards = np.zeros((capacity, n_envs), dtype=np.float32)
-        self.is_first = np.zeros((capacity, n_envs), dtype=bool)
-        self.is_terminal = np.zeros((capacity, n_envs), dtype=bool)
+        self.actions = lazy_zeros((capacity, n_envs, self.action_dim), np.float32)
+        self.rewards = lazy_zeros((capacity, n_envs), np.float32)
+        self.is_first = lazy_zeros((capacity, n_envs), bool)
+        self.is_terminal = lazy_zeros((capacity, n_envs), bool)
         self.positions = np.zeros(n_envs, dtype=np.int64)
         self.filled = np.zeros(n_envs, dtype=np.int64)
         self._needs_first = np.ones(n_envs, dtype=bool)
@@ -275,7 +276,7 @@ class SequenceReplayBuffer(ReplayBuffer):
             """``(stored or more, ...)`` -> ``(capacity, ...)``: the stored rows, then fresh zeros."""
             if stored == capacity:
                 return rows
-            full = np.zeros((capacity, *rows.shape[1:]), dtype=rows.dtype)
+            full = lazy_zeros((capacity, *rows.shape[1:]), rows.dtype)
             full[:stored] = rows[:stored]
             return full
 

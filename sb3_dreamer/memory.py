@@ -12,8 +12,11 @@ keep freed memory in the process instead, which cuts them to about 4,500 and the
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import platform
+
+import numpy as np
 
 #: ``mallopt`` parameter numbers from glibc's ``malloc.h``.
 _M_TRIM_THRESHOLD = -1
@@ -54,3 +57,20 @@ def retain_freed_memory() -> bool:
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES), (_M_TOP_PAD, TOP_PAD_BYTES))
     _retained = all(mallopt(parameter, value) == 1 for parameter, value in settings)
     return _retained
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """A zero array in its own anonymous memory map: a page costs memory only once written, and
+    the whole map goes back to the operating system when the array is freed.
+
+    For the replay buffer's rows, most of which stay unwritten for a long time. ``np.zeros`` gives
+    the same only while large blocks come from fresh ``mmap`` calls; after
+    :func:`retain_freed_memory` they come from the heap, where ``calloc`` must clear a reused
+    block and so commits all of it (a second buffer built in the process would take its full
+    capacity in memory at once).
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)

@@ -253,3 +253,43 @@ def test_retain_freed_memory_is_idempotent_and_can_be_turned_off():
         check=True,
     )
     assert result.stdout.strip() == "False"
+
+
+def test_a_second_replay_buffer_in_one_process_costs_only_its_written_rows():
+    """With retain_freed_memory on, a large ``np.zeros`` came from reused heap that ``calloc``
+    clears, so a buffer built after another was freed (a seed loop, zoo trials) committed its whole
+    capacity at once; the rows now live in their own memory maps."""
+    import platform
+    import subprocess
+    import sys
+
+    if not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("measures glibc's allocator through /proc")
+    script = """
+import gc
+import numpy as np
+from gymnasium import spaces
+from sb3_dreamer.buffers import SequenceReplayBuffer
+from sb3_dreamer.memory import retain_freed_memory
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+assert retain_freed_memory()
+space = spaces.Box(0, 255, (3, 64, 64), np.uint8)  # 12 kB a row: 600 MB for 50k rows
+def make():
+    buffer = SequenceReplayBuffer(50_000, space, spaces.Discrete(2), device="cpu", sequence_length=8)
+    buffer.observations[:4000] = 1  # some rows written
+    return buffer
+first = make()
+pinned = [np.ones(64) for _ in range(100)]  # allocations after it keep its block in the heap
+del first
+gc.collect()
+before = rss_mb()
+second = make()
+print(rss_mb() - before)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    growth_mb = float(result.stdout.strip().splitlines()[-1])
+    assert growth_mb < 150, f"a second 600 MB buffer with 50 MB written grew the process by {growth_mb:.0f} MB"
