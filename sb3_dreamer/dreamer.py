@@ -527,9 +527,9 @@ class Dreamer(OffPolicyAlgorithm):
     ) -> SelfDreamer:
         """Load like SB3. For a model built with a ``seed``, the process's random streams (torch,
         numpy, Python, the action space) continue from where ``save`` left them, so that an
-        interrupted run resumes reproducibly (see :meth:`save`), where SB3 would reseed them with that seed; an explicit
-        ``seed`` given here reseeds them, as it does for SB3's algorithms; a model built without a
-        seed leaves them alone, as in SB3. The env passed here is seeded from the saved seed (if
+        interrupted run resumes reproducibly (see :meth:`save`), where SB3 would reseed them with
+        that seed; an explicit ``seed`` given here reseeds them, as it does for SB3's algorithms; a
+        model built without a seed leaves them alone, as in SB3. The env passed here is seeded from the saved seed (if
         the model had one) and ``num_timesteps`` (its own RNG state is not saved), not from the
         run's first seeds.
 

@@ -1,4 +1,5 @@
-"""Process memory settings that make CPU updates faster.
+"""Process memory settings that make CPU updates faster, and replay arrays that cost memory only
+where written (:func:`lazy_zeros`).
 
 A Dreamer update allocates and frees the same large activation buffers (tens of MB each for
 pixel batches) hundreds of times. glibc's ``malloc`` serves blocks above its ``mmap`` threshold
