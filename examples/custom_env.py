@@ -33,6 +33,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_dreamer import Dreamer
+from sb3_dreamer.world_model import RSSMState
 
 
 class RememberTheGoal(gym.Env):
@@ -103,20 +104,23 @@ def predicted_turn_rewards(model: Dreamer, corridor_length: int) -> dict[tuple[f
     """
     policy = model.policy
     device = policy.device
+
+    def step(state: RSSMState, observation: list[float], action: int, is_first: bool) -> RSSMState:
+        """The posterior state after ``observation``, reached by ``action``."""
+        observation_tensor = torch.tensor([observation], dtype=torch.float32, device=device)  # (1, 2)
+        previous_action = policy.encode_actions(torch.tensor([[action]], dtype=torch.float32, device=device))
+        first = torch.full((1,), float(is_first), device=device)
+        return policy.step(observation_tensor, state, previous_action, first, deterministic=True).state
+
     predictions: dict[tuple[float, int], float] = {}
     for goal in (-1.0, 1.0):
+        # the reset with the hint, then the walk to the junction (either action walks)
+        junction = step(policy.initial_state(1), [0.0, goal], 0, is_first=True)
+        for cell in range(1, corridor_length + 1):
+            junction = step(junction, [cell / corridor_length, 0.0], 0, is_first=False)
         for turn in (0, 1):
-            # (observation, action that led to it): reset, the walk (either action walks), the turn
-            episode = [([0.0, goal], 0)]
-            episode += [([cell / corridor_length, 0.0], 0) for cell in range(1, corridor_length + 1)]
-            episode += [([1.0, 0.0], turn)]
-            state = policy.initial_state(1)
-            for t, (observation, action) in enumerate(episode):
-                observation_tensor = torch.tensor([observation], dtype=torch.float32, device=device)  # (1, 2)
-                previous_action = policy.encode_actions(torch.tensor([[action]], dtype=torch.float32, device=device))
-                is_first = torch.full((1,), float(t == 0), device=device)
-                state = policy.step(observation_tensor, state, previous_action, is_first, deterministic=True).state
-            predictions[(goal, turn)] = float(policy.world_model.reward(state.features())[0])
+            after_turn = step(junction, [1.0, 0.0], turn, is_first=False)
+            predictions[(goal, turn)] = float(policy.world_model.reward(after_turn.features())[0])
     return predictions
 
 
