@@ -96,18 +96,21 @@ class PixelCueEnv(CueEnv):
 
 
 def assert_same_policy_state(a, b) -> None:
-    """Two Dreamer policies hold the same weights, buffers and Adam moments, bit for bit."""
+    """Two Dreamer policies hold the same weights, buffers, Adam moments and step counts, and the
+    same optimiser settings, bit for bit."""
     state_a, state_b = a.state_dict(), b.state_dict()
     assert state_a.keys() == state_b.keys()
     for name, tensor in state_a.items():
         torch.testing.assert_close(state_b[name], tensor, rtol=0, atol=0, msg=name)
     for optimizer in ("world_model_optimizer", "actor_optimizer", "critic_optimizer"):
-        moments_a = getattr(a, optimizer).state_dict()["state"]
-        moments_b = getattr(b, optimizer).state_dict()["state"]
+        saved_a, saved_b = getattr(a, optimizer).state_dict(), getattr(b, optimizer).state_dict()
+        assert saved_a["param_groups"] == saved_b["param_groups"], optimizer  # lr, betas, eps, ...
+        moments_a, moments_b = saved_a["state"], saved_b["state"]
         assert moments_a.keys() == moments_b.keys(), optimizer
         for key in moments_a:
-            for field in ("exp_avg", "exp_avg_sq"):
-                torch.testing.assert_close(moments_b[key][field], moments_a[key][field], rtol=0, atol=0)
+            assert moments_a[key].keys() == moments_b[key].keys(), optimizer
+            for field, tensor in moments_a[key].items():  # step, exp_avg, exp_avg_sq
+                torch.testing.assert_close(moments_b[key][field], tensor, rtol=0, atol=0, msg=f"{optimizer} {field}")
 
 
 def assert_same_predictions(a, b, observations, steps: int = 5) -> None:

@@ -7,7 +7,11 @@ import torch
 
 from sb3_dreamer.behavior import ReturnNormalizer, lambda_returns, replay_lambda_returns
 from sb3_dreamer.distributions import (
+    categorical_entropy,
     categorical_kl,
+    gaussian_entropy,
+    gaussian_kl,
+    gaussian_log_prob,
     sample_one_hot,
     straight_through,
     symexp,
@@ -99,6 +103,27 @@ def test_categorical_kl_zero_for_equal_and_positive_otherwise():
     assert (categorical_kl(p, q) > 0).all()
 
 
+def test_kl_and_entropies_match_torch_distributions_and_their_direction():
+    torch.manual_seed(0)
+    Categorical, Normal = torch.distributions.Categorical, torch.distributions.Normal
+    kl_divergence = torch.distributions.kl_divergence
+    log_p = torch.log_softmax(3 * torch.randn(4, 6), -1)
+    log_q = torch.log_softmax(3 * torch.randn(4, 6), -1)
+    expected = kl_divergence(Categorical(logits=log_p), Categorical(logits=log_q))
+    torch.testing.assert_close(categorical_kl(log_p, log_q), expected)
+    assert (categorical_kl(log_q, log_p) - expected).abs().min() > 1e-3  # KL(p || q), not KL(q || p)
+    torch.testing.assert_close(categorical_entropy(log_p), Categorical(logits=log_p).entropy())
+    # diagonal Gaussians with unequal means and stds, summed over the last axis
+    mean_p, mean_q = torch.randn(4, 3), torch.randn(4, 3)
+    std_p, std_q = torch.rand(4, 3) + 0.2, torch.rand(4, 3) + 0.2
+    expected = kl_divergence(Normal(mean_p, std_p), Normal(mean_q, std_q)).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mean_p, std_p, mean_q, std_q), expected)
+    assert (gaussian_kl(mean_q, std_q, mean_p, std_p) - expected).abs().min() > 1e-3
+    torch.testing.assert_close(gaussian_entropy(std_p), Normal(mean_p, std_p).entropy().sum(-1))
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(gaussian_log_prob(x, mean_p, std_p), Normal(mean_p, std_p).log_prob(x).sum(-1))
+
+
 def test_lambda_returns_match_hand_computation():
     rewards = torch.tensor([[1.0], [2.0], [3.0]])  # (H=3, N=1)
     discounts = torch.tensor([[0.9], [0.9], [0.0]])
@@ -131,7 +156,13 @@ def test_return_normalizer_tracks_percentiles_with_floor():
     ema = ReturnNormalizer(decay=0.99, low_percentile=5.0, high_percentile=95.0, limit=1.0)
     ema.update(returns)
     assert ema.high.item() == pytest.approx(0.01 * 95.0, rel=1e-3)
+    assert ema.low.item() == pytest.approx(0.01 * 5.0, rel=1e-3)
     assert "high" in ema.state_dict() and "low" in ema.state_dict()
+    # a batch with a non-finite return leaves both statistics as they were
+    low, high = ema.low.clone(), ema.high.clone()
+    for bad in (torch.tensor([float("nan"), 1.0]), torch.tensor([1.0, float("inf")])):
+        ema.update(bad)
+        assert torch.equal(ema.low, low) and torch.equal(ema.high, high)
 
 
 def test_replay_lambda_returns_match_hand_computation():

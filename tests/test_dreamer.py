@@ -117,6 +117,7 @@ def test_multidimensional_box_observations_are_flattened(tiny_kwargs):
         spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2))),
         spaces.Box(-np.inf, np.inf, (2,), np.float32),
         spaces.MultiBinary((2, 3)),
+        spaces.MultiDiscrete([[2, 3], [2, 2]]),
     ],
 )
 def test_unsupported_action_spaces_raise(space, tiny_kwargs):
@@ -131,6 +132,19 @@ def test_unsupported_observation_space_raises(space, tiny_kwargs):
     """Named by Dreamer before SB3 wraps the env (``Text`` and ``Sequence`` broke its VecEnv first)."""
     with pytest.raises(TypeError, match="Dreamer does not support the observation space"):
         Dreamer("MlpPolicy", SpaceEnv(spaces.Discrete(2), observation_space=space), **tiny_kwargs)
+
+
+def test_dict_observations_of_non_box_entries_raise(tiny_kwargs):
+    space = spaces.Dict({"vector": spaces.Box(-1.0, 1.0, (2,), np.float32), "mode": spaces.Discrete(3)})
+    with pytest.raises(TypeError, match="Dict observation spaces of Box entries only; 'mode'"):
+        Dreamer("MultiInputPolicy", SpaceEnv(spaces.Discrete(2), observation_space=space), **tiny_kwargs)
+
+
+def test_a_replay_buffer_class_dreamer_cannot_sample_raises(tiny_kwargs):
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    with pytest.raises(TypeError, match="Dreamer needs a SequenceReplayBuffer, got ReplayBuffer"):
+        Dreamer("MlpPolicy", CueEnv(), replay_buffer_class=ReplayBuffer, **tiny_kwargs)
 
 
 @pytest.mark.parametrize(
@@ -169,11 +183,75 @@ def test_cnn_policy_without_an_image_raises_as_in_sb3(space, tiny_kwargs):
         (dict(actor_learning_rate=float("nan")), "actor_lr must be finite"),
         (dict(hyperparams={"free_bits": float("inf")}), "free_bits must be finite"),
         (dict(hyperparams={"free_bits": True}), "free_bits must be a real number"),
+        (dict(hyperparams={"activation": "relu6"}), "activation must be one of"),
+        (dict(hyperparams={"latent": "beta"}), "latent must be one of"),
+        (dict(hyperparams={"gru": "lstm"}), "gru must be one of"),
+        (dict(hyperparams={"heads": "mse"}), "heads must be one of"),
+        (dict(hyperparams={"continue_estimate": "mean"}), "continue_estimate must be one of"),
+        (dict(hyperparams={"actor_grad_discrete": "ppo"}), "actor_grad_discrete must be one of"),
+        (dict(hyperparams={"actor_dist": "beta"}), "actor_dist must be one of"),
+        (dict(hyperparams={"layer_norm": "False"}), "layer_norm must be a bool"),  # YAML's quoted flag
+        (dict(hyperparams={"deter_size": 0}), "deter_size must be a positive integer"),
+        (dict(hyperparams={"slow_critic_interval": 2.5}), "slow_critic_interval must be a positive integer"),
+        (dict(hyperparams={"layers": -1}), "layers must be a non-negative integer"),
+        (dict(hyperparams={"classes": 1}), "classes must be an integer >= 2"),
+        (dict(hyperparams={"reward_bins": 1}), "reward_bins must be an integer >= 2"),
+        (dict(hyperparams={"unimix": 1.0}), r"unimix must lie in \[0, 1\)"),
+        (dict(hyperparams={"return_lambda": 1.5}), r"return_lambda must lie in \[0, 1\]"),
+        (dict(actor_learning_rate=0.0), "actor_lr must be positive"),
+        (dict(hyperparams={"model_eps": -1e-8}), "model_eps must be positive"),
+        (dict(hyperparams={"ent_coef": -0.1}), "ent_coef must be non-negative"),
+        (dict(hyperparams={"actor_min_std": 2.0, "actor_max_std": 1.0}), "actor_min_std <= actor_max_std"),
+        (dict(hyperparams={"return_norm_low": 95.0, "return_norm_high": 5.0}), "return_norm_low < return_norm_high"),
+        (dict(learning_starts=-1), "learning_starts must be a non-negative integer"),
+        (dict(video_log_interval=-5), "video_log_interval must be a non-negative integer"),
     ],
 )
 def test_invalid_hyperparameters_raise(kwargs, match, tiny_kwargs):
     with pytest.raises((ValueError, TypeError), match=match):
         Dreamer("MlpPolicy", CueEnv(), **{**tiny_kwargs, **kwargs})
+
+
+def test_gradient_clipping_caps_the_norm_each_optimizer_applies(tiny_kwargs):
+    clip = 1e-7  # below every part's gradient norm in this tiny model, even the early actor's
+    clips = {"model_grad_clip": clip, "actor_critic_grad_clip": clip}
+    model = Dreamer("MlpPolicy", CueEnv(), hyperparams=clips, **tiny_kwargs)
+    model.learn(32)
+    policy = model.policy
+    applied_norms = {}
+
+    def record_norm(optimizer, args, kwargs) -> None:
+        grads = [param.grad for group in optimizer.param_groups for param in group["params"] if param.grad is not None]
+        applied_norms[optimizer] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+    optimizers = (policy.world_model_optimizer, policy.actor_optimizer, policy.critic_optimizer)
+    for optimizer in optimizers:
+        optimizer.register_step_pre_hook(record_norm)
+    metrics, applied = policy.train_step(model.replay_buffer.sample(4))
+    assert all(applied) and set(applied_norms) == set(optimizers)
+    for name in ("world_model_grad_norm", "actor_grad_norm", "critic_grad_norm"):
+        assert metrics[name] > 10 * clip, name  # the reported norm is the one before clipping
+    for norm in applied_norms.values():
+        assert norm <= clip * (1 + 1e-4)
+
+
+def test_a_learning_rate_schedule_drives_the_world_model_rate_only(tiny_kwargs):
+    """As in SB3, a schedule of the remaining progress sets the (world-model) optimiser's rate at
+    every training round; the actor's and critic's rates are their own."""
+    model = Dreamer("MlpPolicy", CueEnv(), learning_rate=lambda progress: 1e-3 * progress, **tiny_kwargs)
+    rates = []
+    train = model.train
+
+    def recording_train(*args, **kwargs) -> None:
+        train(*args, **kwargs)
+        rates.append(model.policy.world_model_optimizer.param_groups[0]["lr"])
+
+    model.train = recording_train
+    model.learn(64)
+    assert len(rates) > 3 and rates == sorted(rates, reverse=True) and rates[0] > rates[-1]
+    assert rates[-1] == pytest.approx(1e-3 * model._current_progress_remaining, abs=1e-3 / 64)
+    assert model.policy.actor_optimizer.param_groups[0]["lr"] == model.dreamer_config.actor_lr
+    assert model.policy.critic_optimizer.param_groups[0]["lr"] == model.dreamer_config.critic_lr
 
 
 def test_numpy_integers_are_accepted_as_counts(tiny_kwargs):
@@ -210,8 +288,10 @@ def test_policy_alone_saves_and_loads(tmp_path, tiny_kwargs):
     model = Dreamer("MlpPolicy", CueEnv(), **tiny_kwargs)
     model.policy.save(tmp_path / "policy.pth")
     policy = type(model.policy).load(tmp_path / "policy.pth")
-    for (name, saved), loaded in zip(model.policy.state_dict().items(), policy.state_dict().values()):
-        torch.testing.assert_close(loaded, saved, rtol=0, atol=0, msg=name)
+    saved_state, loaded_state = model.policy.state_dict(), policy.state_dict()
+    assert loaded_state.keys() == saved_state.keys()
+    for name, saved in saved_state.items():
+        torch.testing.assert_close(loaded_state[name], saved, rtol=0, atol=0, msg=name)
     obs = np.stack([model.observation_space.sample() for _ in range(3)])
     (action, state), (expected_action, expected_state) = (
         p.predict(obs, deterministic=True) for p in (policy, model.policy)
@@ -274,6 +354,10 @@ def test_predict_batches_and_state_checks(tiny_kwargs):
         model.predict(np.zeros((10, 5), np.float32))
     with pytest.raises(TypeError, match="numeric"):
         model.predict(np.array([["a", "b"]]))
+    with pytest.raises(TypeError, match="state must be the"):
+        model.predict(batch, state10[:2])
+    with pytest.raises(TypeError, match="state entries must be numeric"):
+        model.predict(batch, (state10[0].astype(str), *state10[1:]))
     for bad in (np.nan, np.inf):
         with pytest.raises(ValueError, match="NaN or infinite"):
             model.predict(np.where(np.arange(batch.shape[1]) == 0, bad, batch).astype(np.float32))
@@ -486,7 +570,7 @@ def test_load_keywords_change_training_settings_as_in_sb3(tmp_path, tiny_kwargs)
     assert loaded.dreamer_config == loaded.policy.config and loaded.gamma == config.gamma == 0.95
     assert loaded.policy.actor_optimizer.param_groups[0]["lr"] == 1e-5
     assert loaded.policy.critic_optimizer.param_groups[0]["lr"] == 3e-4
-    for saved, restored in zip(model.policy.parameters(), loaded.policy.parameters()):
+    for saved, restored in zip(model.policy.parameters(), loaded.policy.parameters(), strict=True):
         torch.testing.assert_close(saved, restored, rtol=0, atol=0)
     loaded.learn(8, reset_num_timesteps=False)
     assert loaded.policy.world_model_optimizer.param_groups[0]["lr"] == 2e-4
@@ -564,6 +648,7 @@ def test_load_keywords_are_checked_like_the_constructors(tmp_path, tiny_kwargs):
         (dict(batch_size=-3), "batch_size"),
         (dict(gradient_steps=-5), "gradient_steps"),
         (dict(learning_starts=-1), "learning_starts"),
+        (dict(hyperparams={"version": "v1"}), "hyperparams holds version='v1'; a loaded model keeps its version"),
     ]:
         with pytest.raises(ValueError, match=match):
             Dreamer.load(tmp_path / "m", env=CueEnv(), **keyword)
@@ -674,6 +759,26 @@ def test_set_parameters_copies_weights(tiny_kwargs):
     target.set_parameters(source.get_parameters())
     assert_same_policy_state(source.policy, target.policy)
     assert_same_predictions(source, target, np.stack([source.observation_space.sample() for _ in range(2)]))
+
+
+@pytest.mark.parametrize(
+    ("train_freq", "gradient_steps", "updates"),
+    [
+        # SB3's meanings: a round after every (second) episode of 10 steps once 16 steps are stored;
+        # -1 updates as often as the round collected env steps
+        ((1, "episode"), -1, 5 * 10),  # rounds after episodes 2-6
+        ((1, "episode"), 2, 5 * 2),
+        ((2, "episode"), 1, 3),  # after episodes 2, 4 and 6
+        (4, -1, 11 * 4),  # rounds at steps 20, 24, ..., 60
+    ],
+)
+def test_train_freq_in_episodes_and_gradient_steps_minus_one_as_in_sb3(
+    train_freq, gradient_steps, updates, tiny_kwargs
+):
+    kwargs = {**tiny_kwargs, "learning_starts": 16, "train_freq": train_freq, "gradient_steps": gradient_steps}
+    model = Dreamer("MlpPolicy", CueEnv(length=10), **kwargs)
+    model.learn(60)
+    assert model._n_updates == updates
 
 
 def test_train_ratio_follows_train_freq_and_gradient_steps(tiny_kwargs):

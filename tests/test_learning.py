@@ -34,7 +34,19 @@ def test_learns_to_follow_the_cue(action_type, version):
     """Return 10 means every step matched the cue; ignoring the cue scores 0 in expectation
     (|mean| < 2 with probability > 0.99 over 20 episodes of 10 steps). Every algorithm version
     (Gaussian or categorical latents, Reinforce or dynamics gradients) must pass."""
-    model = Dreamer("MlpPolicy", CueEnv(action_type=action_type), seed=1, version=version, **LEARN_KWARGS)
+    assert_follows_the_cue(action_type, version, "fp32")
+
+
+@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
+def test_learns_to_follow_the_cue_with_bfloat16_updates(action_type):
+    """The default precision on a CPU with native bfloat16 (``"auto"`` selects it on the CI machine;
+    forced here, so that the test runs the same path on every CPU)."""
+    assert_follows_the_cue(action_type, "v3", "bf16")
+
+
+def assert_follows_the_cue(action_type: str, version: str, precision: str) -> None:
+    kwargs = {**LEARN_KWARGS, "precision": precision}
+    model = Dreamer("MlpPolicy", CueEnv(action_type=action_type), seed=1, version=version, **kwargs)
     model.learn(1500)
     mean, _ = evaluate_policy(model, CueEnv(action_type=action_type), n_eval_episodes=20, deterministic=True)
     assert mean >= 8.0, mean

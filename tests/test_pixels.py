@@ -138,7 +138,7 @@ def test_dict_with_image_key_and_box_actions():
     model.learn(24)
     obs = model.observation_space.sample()
     action, _ = model.predict({key: value[None] for key, value in obs.items()})
-    assert action.shape == (1, *model.action_space.shape)
+    assert action.shape == (1, *model.action_space.shape) and model.action_space.contains(action[0])
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -289,3 +289,17 @@ def test_imagination_video_needs_images(tmp_path):
     model.learn(16)
     with pytest.raises(ValueError, match="image observations"):
         imagination_frames(model.policy, model.replay_buffer)
+
+
+def test_imagination_video_checks_its_key_and_context():
+    from sb3_dreamer.video import imagination_frames
+
+    model = Dreamer("MultiInputPolicy", SimpleMultiObsEnv(random_start=True), **PIXEL_KWARGS)
+    model.learn(16)
+    with pytest.raises(ValueError, match="'vec' is not an image input; image inputs: \\['img'\\]"):
+        imagination_frames(model.policy, model.replay_buffer, context=2, key="vec")
+    for context in (0, PIXEL_KWARGS["sequence_length"]):
+        with pytest.raises(ValueError, match=r"context must lie in \[1, 3\]"):
+            imagination_frames(model.policy, model.replay_buffer, context=context)
+    frames = imagination_frames(model.policy, model.replay_buffer, context=3, n_sequences=2)
+    assert frames.shape[:3] == (PIXEL_KWARGS["sequence_length"], 3 * 64, 2 * 64) and frames.dtype == np.uint8

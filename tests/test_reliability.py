@@ -1,4 +1,4 @@
-"""Exact resume and determinism (CPU, float32)."""
+"""Exact resume and determinism (CPU; float32, and bfloat16 matmuls for one resume)."""
 
 from __future__ import annotations
 
@@ -55,8 +55,9 @@ KWARGS = dict(
 )
 
 
-def make_model(seed: int) -> Dreamer:
-    return Dreamer("MlpPolicy", make_vec_env(DeterministicWalk, n_envs=1), seed=seed, **KWARGS)
+def make_model(seed: int, version: str = "v3", n_envs: int = 1, precision: str = "fp32") -> Dreamer:
+    kwargs = {**KWARGS, "precision": precision}
+    return Dreamer("MlpPolicy", make_vec_env(DeterministicWalk, n_envs=n_envs), seed=seed, version=version, **kwargs)
 
 
 def assert_same_training_state(a: Dreamer, b: Dreamer) -> None:
@@ -74,21 +75,27 @@ def test_same_seed_same_parameters_and_different_seed_differs():
     assert any(different)
 
 
-def test_resume_equals_uninterrupted_training(tmp_path):
-    uninterrupted = make_model(7)
-    uninterrupted.learn(6 * EPISODE)
+@pytest.mark.parametrize(
+    ("version", "n_envs", "precision"),
+    # V2: the slow critic's update counter; V1: exploration noise; bf16: "auto" on the CI machine
+    [("v3", 1, "fp32"), ("v2", 2, "fp32"), ("v1", 1, "fp32"), ("v3", 1, "bf16")],
+)
+def test_resume_equals_uninterrupted_training(version, n_envs, precision, tmp_path):
+    uninterrupted = make_model(7, version, n_envs, precision)
+    uninterrupted.learn(6 * EPISODE * n_envs)
 
-    interrupted = make_model(7)
-    interrupted.learn(3 * EPISODE)
+    interrupted = make_model(7, version, n_envs, precision)
+    interrupted.learn(3 * EPISODE * n_envs)  # saved at the end of every env's third episode
     interrupted.save(tmp_path / "model")
     interrupted.save_replay_buffer(tmp_path / "buffer")
     del interrupted
     torch.manual_seed(12345)  # the loaded model must not depend on the global state at load time
     np.random.seed(12345)
-    resumed = Dreamer.load(tmp_path / "model", env=make_vec_env(DeterministicWalk, n_envs=1))
+    resumed = Dreamer.load(tmp_path / "model", env=make_vec_env(DeterministicWalk, n_envs=n_envs))
     resumed.load_replay_buffer(tmp_path / "buffer")
-    resumed.learn(3 * EPISODE, reset_num_timesteps=False)
+    resumed.learn(3 * EPISODE * n_envs, reset_num_timesteps=False)
 
+    assert uninterrupted._n_updates > 10
     assert_same_training_state(uninterrupted, resumed)
     torch.testing.assert_close(
         uninterrupted.policy.actor_critic.return_normalizer.high,

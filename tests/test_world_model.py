@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
+from sb3_dreamer import behavior
 from sb3_dreamer.behavior import ActionSpec, ActorCritic, ReplaySequences, imagine, replay_lambda_returns
 from sb3_dreamer.networks import MultiDecoder, MultiEncoder
 from sb3_dreamer.presets import DreamerConfig, make_config
@@ -13,16 +15,19 @@ from sb3_dreamer.world_model import RSSM, WorldModel
 
 CONFIG = make_config("v3", "tiny")
 SPEC = ActionSpec(discrete=True, heads=1, classes=3, valid_classes=(3,), dim=1)
+CONTINUOUS_SPEC = ActionSpec(discrete=False, heads=1, classes=1, valid_classes=(1,), dim=2)
 SMALL_RSSM = make_config("v3", deter_size=16, hidden_size=12, stoch_size=4, classes=5)
 
 
-def make_world_model(obs_dim: int = 5, config: DreamerConfig = CONFIG) -> WorldModel:
+def make_world_model(
+    obs_dim: int = 5, config: DreamerConfig = CONFIG, action_size: int = SPEC.encoding_size
+) -> WorldModel:
     """A vector-observation world model of ``config`` with the policy's encoder and decoder."""
     encoder = MultiEncoder({}, {"observation": obs_dim}, config.units, config.layers, config.cnn_depth)
     decoder = MultiDecoder(
         config.feature_size, {}, {"observation": obs_dim}, config.units, config.layers, config.cnn_depth
     )
-    return WorldModel(encoder, decoder, encoder.embed_size, SPEC.encoding_size, config)
+    return WorldModel(encoder, decoder, encoder.embed_size, action_size, config)
 
 
 def test_rssm_observe_and_imagine_shapes():
@@ -95,6 +100,30 @@ def test_clipped_kl_share_counts_steps_or_the_batch_mean_under_the_floor():
     assert on_mean.clipped_kl_share(per_step - 0.1) == 1.0  # mean 0.95: the whole batch is clipped
 
 
+@pytest.mark.parametrize("version", ["v1", "v3"])
+def test_kl_losses_are_kl_of_posterior_from_prior(version):
+    """Both terms are ``KL(posterior || prior)`` (not the reverse), summed over the latents and
+    averaged over the steps: categoricals (V3) and Gaussians with unequal stds (V1)."""
+    torch.manual_seed(0)
+    config = make_config(version, "tiny", free_bits=0.0)
+    model = make_world_model(config=config)
+    Categorical, Normal = torch.distributions.Categorical, torch.distributions.Normal
+    if version == "v3":
+        post = torch.log_softmax(torch.randn(2, 3, 4, 4) * 3, -1)  # (T, B, S, K)
+        prior = torch.log_softmax(torch.randn(2, 3, 4, 4) * 3, -1)
+        post_dist, prior_dist = Categorical(logits=post), Categorical(logits=prior)
+    else:
+        post = torch.stack([torch.randn(2, 3, 5), torch.rand(2, 3, 5) + 0.2], dim=-2)  # (T, B, 2, D)
+        prior = torch.stack([torch.randn(2, 3, 5), torch.rand(2, 3, 5) + 0.2], dim=-2)
+        post_dist, prior_dist = Normal(*post.unbind(-2)), Normal(*prior.unbind(-2))
+    expected = torch.distributions.kl_divergence(post_dist, prior_dist).sum(-1).mean()
+    reverse = torch.distributions.kl_divergence(prior_dist, post_dist).sum(-1).mean()
+    assert abs(expected - reverse) > 0.1
+    dyn, rep = model.kl_losses(post, prior)
+    torch.testing.assert_close(dyn, expected)
+    torch.testing.assert_close(rep, expected)
+
+
 def test_kl_terms_send_gradients_to_their_side():
     model = make_world_model()
     post = torch.log_softmax(torch.randn(2, 3, 4, 4) * 5, -1).requires_grad_(True)
@@ -153,6 +182,90 @@ def test_world_model_loss_and_imagination_shapes():
     actor = actor_critic.actor_loss(model, out.posterior, out.start_continue)
     assert actor.returns.shape == (CONFIG.horizon, T * B)
     assert torch.isfinite(actor_critic.critic_loss(actor))
+
+
+def test_imagination_steps_each_state_with_the_action_the_actor_chose_in_it(monkeypatch):
+    """Index t of ``actions``/``actor_params`` belongs to state t, and state t + 1 is the prior step
+    from state t with that action (no off-by-one between the three sequences)."""
+    torch.manual_seed(0)
+    model = make_world_model()
+    actor = ActorCritic(model.rssm.feature_size, SPEC, CONFIG).actor
+    T, B = 3, 2
+    actions = torch.nn.functional.one_hot(torch.randint(0, 3, (T, B)), 3).float()
+    posterior = model.loss(torch.randn(T, B, 5), actions, torch.randn(T, B), torch.zeros(T, B), torch.zeros(T, B))
+    steps = []
+    img_step = model.rssm.img_step
+
+    def recording_img_step(state, action, sample=True):
+        steps.append((state.features(), action, img_step(state, action, sample)))
+        return steps[-1][2]
+
+    monkeypatch.setattr(model.rssm, "img_step", recording_img_step)
+    trajectory = imagine(model, actor, posterior.posterior, horizon=4, grad=False)
+    assert len(steps) == 4
+    for t, (state_features, action, next_state) in enumerate(steps):
+        assert torch.equal(trajectory.features[t], state_features)
+        assert torch.equal(trajectory.actions[t], action)
+        assert torch.equal(trajectory.features[t + 1], next_state.features())
+        torch.testing.assert_close(trajectory.actor_params[t], actor(state_features), rtol=0, atol=0)
+    assert not torch.equal(trajectory.actor_params[0], trajectory.actor_params[1])
+
+
+@pytest.mark.parametrize(
+    "version, spec, overrides",
+    [
+        ("v3", SPEC, {}),  # Reinforce with the return normaliser
+        ("v2", SPEC, {"actor_grad_discrete": "both", "actor_grad_mix": 0.3}),  # V2's Atari mix
+        ("v2", CONTINUOUS_SPEC, {}),  # backprop of the slow critic's returns, truncated Normal
+        ("v1", CONTINUOUS_SPEC, {}),  # backprop, tanh-Normal
+    ],
+)
+def test_actor_loss_is_the_weighted_objective_plus_the_entropy_bonus(version, spec, overrides, monkeypatch):
+    """``-mean((objective + ent_coef * entropy) * weights)`` over the imagined states 0..H-1, with the
+    objective of the version's estimator: ``log π(a) * advantage`` (Reinforce), the normalised
+    advantage or return (backprop), or their mix; advantages are returns minus the (slow) critic."""
+    torch.manual_seed(0)
+    config = make_config(version, "tiny", ent_coef=0.1, **overrides)
+    model = make_world_model(config=config, action_size=spec.encoding_size)
+    actor_critic = ActorCritic(model.rssm.feature_size, spec, config)
+    with torch.no_grad():  # non-zero rewards and values (the heads start at zero)
+        for head in (model.reward_head, actor_critic.critic, actor_critic.slow_critic):
+            for parameter in head.parameters():
+                parameter.normal_(0.0, 0.3)
+        list(model.continue_head.parameters())[-1].fill_(3.0)  # output bias: continuing is likely
+    trajectories = []
+
+    def recording_imagine(*args, **kwargs):
+        trajectories.append(imagine(*args, **kwargs))
+        return trajectories[-1]
+
+    monkeypatch.setattr(behavior, "imagine", recording_imagine)
+    T, B = 4, 2
+    if spec.discrete:
+        actions = torch.nn.functional.one_hot(torch.randint(0, 3, (T, B)), 3).float()
+    else:
+        actions = torch.rand(T, B, spec.dim) * 2 - 1
+    world = model.loss(torch.randn(T, B, 5), actions, torch.randn(T, B), torch.zeros(T, B), torch.zeros(T, B))
+    output = actor_critic.actor_loss(model, world.posterior, world.start_continue)
+    (trajectory,) = trajectories
+
+    values = actor_critic.value(output.features, slow=config.slow_critic_returns)  # (H, N)
+    scale = actor_critic.return_normalizer.scale() if config.return_normalization else 1.0
+    advantages = (output.returns - values) / scale
+    assert advantages.abs().min() > 0
+    reinforce = actor_critic.actor.log_prob(trajectory.actor_params, trajectory.actions) * advantages
+    backprop = advantages if config.backprop_baseline else output.returns / scale
+    objective = {
+        "reinforce": reinforce,
+        "backprop": backprop,
+        "both": config.actor_grad_mix * backprop + (1 - config.actor_grad_mix) * reinforce,
+    }[actor_critic.actor_grad]
+    entropy = actor_critic.actor.entropy(trajectory.actor_params)  # (H, N)
+    expected = -((objective + config.ent_coef * entropy) * output.weights).mean()
+    torch.testing.assert_close(output.loss, expected)
+    # the weights are the cumulative predicted discount from the start state's continue flag
+    torch.testing.assert_close(output.weights[0], world.start_continue)
+    assert (output.weights[1:] <= output.weights[:-1] + 1e-6).all() and (output.weights > 0).all()
 
 
 def test_loss_scales_weight_the_head_losses():
