@@ -331,6 +331,36 @@ def test_replay_critic_loss_regresses_real_sequences_only_when_enabled():
     assert all(p.grad is not None for p in with_replay.critic.parameters())
 
 
+def test_replay_critic_loss_by_hand(monkeypatch):
+    """Literal numbers: with a regression "loss" that is its target, the critic loss is the weighted
+    mean imagined return plus 0.3 x the mean replayed λ-return, bootstrapped from the imagined
+    return of the same replayed state (flattened time-major, ``t * B + b``), on states 0..T-2."""
+    config = CONFIG.replace(replay_critic_scale=0.3, slow_reg_scale=0.0, gamma=0.9, return_lambda=0.5)
+    actor_critic = ActorCritic(config.feature_size, SPEC, config)
+    monkeypatch.setattr(actor_critic.critic, "loss", lambda raw, target: target)
+    critic_inputs = []
+    forward = actor_critic.critic.forward
+    monkeypatch.setattr(actor_critic.critic, "forward", lambda x: critic_inputs.append(x) or forward(x))
+    T, B = 3, 2
+    imagined_returns = torch.tensor([[10.0, 20.0, 30.0, 40.0, 50.0, 60.0]])  # (H=1, N=T*B), mean 35
+    imagined = behavior.ActorOutput(
+        loss=torch.zeros(()),
+        features=torch.randn(1, T * B, config.feature_size),
+        returns=imagined_returns,
+        weights=torch.ones(1, T * B),
+        critic_raw=None,
+        metrics={},
+    )
+    posterior = torch.randn(T, B, config.feature_size)
+    rewards = torch.tensor([[0.0, 0.0], [2.0, 1.0], [3.0, 1.0]])  # (T, B)
+    replay = ReplaySequences(posterior, rewards, torch.zeros(T, B), torch.zeros(T, B))
+    # stream 0 bootstraps from 10, 30, 50 and stream 1 from 20, 40, 60:
+    # R_1 = r_2 + 0.9 b_2 (48 and 55); R_0 = r_1 + 0.9 (0.5 b_1 + 0.5 R_1) (37.1 and 43.75)
+    expected = 35.0 + 0.3 * (48.0 + 55.0 + 37.1 + 43.75) / 4
+    torch.testing.assert_close(actor_critic.critic_loss(imagined, replay), torch.tensor(expected))
+    assert torch.equal(critic_inputs[-1], posterior[:-1])
+
+
 def test_dreamer_trains_with_the_replay_critic_loss():
     from sb3_dreamer import Dreamer
 
