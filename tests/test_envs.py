@@ -96,9 +96,12 @@ def test_action_repeat_sums_rewards_and_stops_at_the_episode_end():
 
 def test_dmc_wrapper_refuses_an_env_that_does_not_render_at_its_size():
     pytest.importorskip("shimmy")
+    pytest.importorskip("dm_control")
     env = gym.make("dm_control/cartpole-balance-v0", render_mode="rgb_array", render_kwargs={"height": 32, "width": 32})
-    with pytest.raises(ValueError, match="render_kwargs height = width = 64"):
-        wrap_dmc(env, observation="pixels", size=64)
-    with pytest.raises(ValueError, match="observation must be 'pixels', 'proprio' or 'both', got 'rgb'"):
-        wrap_dmc(env, observation="rgb", size=32)
-    env.close()
+    try:
+        with pytest.raises(ValueError, match="render_kwargs height = width = 64"):
+            wrap_dmc(env, observation="pixels", size=64)
+        with pytest.raises(ValueError, match="observation must be 'pixels', 'proprio' or 'both', got 'rgb'"):
+            wrap_dmc(env, observation="rgb", size=32)
+    finally:
+        env.close()
