@@ -30,6 +30,20 @@ def make_world_model(
     return WorldModel(encoder, decoder, encoder.embed_size, action_size, config)
 
 
+def record_calls(monkeypatch, owner, name: str) -> list[tuple[tuple, object]]:
+    """Replace ``owner.<name>`` for the test by a wrapper that records ``(args, result)`` of every call."""
+    calls = []
+    original = getattr(owner, name)
+
+    def recording(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append((args, result))
+        return result
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls
+
+
 def test_rssm_observe_and_imagine_shapes():
     torch.manual_seed(0)
     rssm = RSSM(embed_size=7, action_size=3, config=SMALL_RSSM)
@@ -193,17 +207,11 @@ def test_imagination_steps_each_state_with_the_action_the_actor_chose_in_it(monk
     T, B = 3, 2
     actions = torch.nn.functional.one_hot(torch.randint(0, 3, (T, B)), 3).float()
     posterior = model.loss(torch.randn(T, B, 5), actions, torch.randn(T, B), torch.zeros(T, B), torch.zeros(T, B))
-    steps = []
-    img_step = model.rssm.img_step
-
-    def recording_img_step(state, action, sample=True):
-        steps.append((state.features(), action, img_step(state, action, sample)))
-        return steps[-1][2]
-
-    monkeypatch.setattr(model.rssm, "img_step", recording_img_step)
+    steps = record_calls(monkeypatch, model.rssm, "img_step")
     trajectory = imagine(model, actor, posterior.posterior, horizon=4, grad=False)
     assert len(steps) == 4
-    for t, (state_features, action, next_state) in enumerate(steps):
+    for t, ((state, action), next_state) in enumerate(steps):
+        state_features = state.features()
         assert torch.equal(trajectory.features[t], state_features)
         assert torch.equal(trajectory.actions[t], action)
         assert torch.equal(trajectory.features[t + 1], next_state.features())
@@ -233,13 +241,7 @@ def test_actor_loss_is_the_weighted_objective_plus_the_entropy_bonus(version, sp
             for parameter in head.parameters():
                 parameter.normal_(0.0, 0.3)
         list(model.continue_head.parameters())[-1].fill_(3.0)  # output bias: continuing is likely
-    trajectories = []
-
-    def recording_imagine(*args, **kwargs):
-        trajectories.append(imagine(*args, **kwargs))
-        return trajectories[-1]
-
-    monkeypatch.setattr(behavior, "imagine", recording_imagine)
+    imaginations = record_calls(monkeypatch, behavior, "imagine")
     T, B = 4, 2
     if spec.discrete:
         actions = torch.nn.functional.one_hot(torch.randint(0, 3, (T, B)), 3).float()
@@ -247,7 +249,7 @@ def test_actor_loss_is_the_weighted_objective_plus_the_entropy_bonus(version, sp
         actions = torch.rand(T, B, spec.dim) * 2 - 1
     world = model.loss(torch.randn(T, B, 5), actions, torch.randn(T, B), torch.zeros(T, B), torch.zeros(T, B))
     output = actor_critic.actor_loss(model, world.posterior, world.start_continue)
-    (trajectory,) = trajectories
+    ((_, trajectory),) = imaginations
 
     values = actor_critic.value(output.features, slow=config.slow_critic_returns)  # (H, N)
     scale = actor_critic.return_normalizer.scale() if config.return_normalization else 1.0
@@ -339,9 +341,7 @@ def test_replay_critic_loss_by_hand(monkeypatch):
     config = CONFIG.replace(replay_critic_scale=0.3, slow_reg_scale=0.0, gamma=0.9, return_lambda=0.5)
     actor_critic = ActorCritic(config.feature_size, SPEC, config)
     monkeypatch.setattr(actor_critic.critic, "loss", lambda raw, target: target)
-    critic_inputs = []
-    forward = actor_critic.critic.forward
-    monkeypatch.setattr(actor_critic.critic, "forward", lambda x: critic_inputs.append(x) or forward(x))
+    critic_calls = record_calls(monkeypatch, actor_critic.critic, "forward")
     T, B = 3, 2
     imagined_returns = torch.tensor([[10.0, 20.0, 30.0, 40.0, 50.0, 60.0]])  # (H=1, N=T*B), mean 35
     imagined = behavior.ActorOutput(
@@ -359,25 +359,19 @@ def test_replay_critic_loss_by_hand(monkeypatch):
     # R_1 = r_2 + 0.9 b_2 (48 and 55); R_0 = r_1 + 0.9 (0.5 b_1 + 0.5 R_1) (37.1 and 43.75)
     expected = 35.0 + 0.3 * (48.0 + 55.0 + 37.1 + 43.75) / 4
     torch.testing.assert_close(actor_critic.critic_loss(imagined, replay), torch.tensor(expected))
-    assert torch.equal(critic_inputs[-1], posterior[:-1])
+    assert torch.equal(critic_calls[-1][0][0], posterior[:-1])
 
 
-def test_dreamer_trains_with_the_replay_critic_loss():
+def test_dreamer_trains_with_the_replay_critic_loss(monkeypatch):
     from sb3_dreamer import Dreamer
 
     model = Dreamer(
         "MlpPolicy", "CartPole-v1", model_size="tiny", batch_size=4, sequence_length=8, learning_starts=64,
         hyperparams={"replay_critic_scale": 0.3}, seed=0,
     )  # fmt: skip
-    received = []
-    critic_loss = model.policy.actor_critic.critic_loss
-
-    def recording_critic_loss(actor_output, replay=None):
-        received.append(replay)
-        return critic_loss(actor_output, replay)
-
-    model.policy.actor_critic.critic_loss = recording_critic_loss
+    calls = record_calls(monkeypatch, model.policy.actor_critic, "critic_loss")
     model.learn(96)
+    received = [args[1] for args, _ in calls]  # the replay batch
     assert model._n_updates > 0 and model._n_updates_skipped == 0
     assert len(received) == model._n_updates
     features = received[0].features  # (T, B, F)
