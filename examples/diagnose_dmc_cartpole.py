@@ -10,6 +10,10 @@ apart. It plays a saved model (``Dreamer.save``, e.g. one written by ``benchmark
 factor over the states at the agent's decisions (every ``action_repeat`` env steps; the factors
 follow dm_control's own definitions), the mean |action|, the share of decisions at full force
 (|u| > 0.9), the cart's range and the first env step at which the pole tipped below horizontal.
+It also reads the agent itself at each decision: the median std of its actor's Gaussian (how
+widely it explores when it samples; V2's truncated Normal has a floor of 0.1), and its critic's
+value at the first decision beside the discounted return that followed it (at the model's γ, per
+decision), which shows whether the critic over- or under-rates what the policy achieves.
 
     python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer --steps 20000 \
         --eval-freq 10000 --seeds 0 --jobs 1 --out runs/pixels --save-models
@@ -23,9 +27,11 @@ import argparse
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
 from sb3_dreamer import Dreamer
 from sb3_dreamer.envs import make_dmc_env
+from sb3_dreamer.world_model import RSSMState
 
 FACTORS = ("upright", "centered", "small_control", "small_velocity")
 
@@ -39,6 +45,9 @@ class EpisodeReading(NamedTuple):
     full_force: float  # share of decisions with |u| > 0.9
     cart_range: tuple[float, float]  # (min, max) cart position
     fell_at: int | None  # first env step with the pole below horizontal, if any
+    actor_std: float  # median over decisions of the actor's std (mean over action dimensions)
+    first_value: float  # the critic's value of the state at the first decision
+    first_return: float  # the discounted return from the first decision on, at the model's gamma
 
 
 def reward_factors(physics: Any) -> dict[str, float]:
@@ -64,14 +73,20 @@ def play(model: Dreamer, task: str, seed: int, deterministic: bool, action_repea
     obs, _ = env.reset(seed=seed)
     state, start = None, np.ones((1,), dtype=bool)
     total, decisions, readings, actions, positions = 0.0, 0, [], [], []
+    rewards, stds, first_value = [], [], 0.0
     fell_at = None
     done = False
     while not done:
         action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
+        std, value = read_agent(model, state)
+        stds.append(std)
+        if decisions == 0:
+            first_value = value
         obs, reward, terminated, truncated, _ = env.step(action)
         start = np.zeros((1,), dtype=bool)
         decisions += 1
         total += float(reward)
+        rewards.append(float(reward))
         readings.append(reward_factors(physics))
         actions.append(float(np.abs(physics.control()).max()))
         positions.append(float(physics.cart_position()))
@@ -86,7 +101,27 @@ def play(model: Dreamer, task: str, seed: int, deterministic: bool, action_repea
         full_force=float(np.mean(np.array(actions) > 0.9)),
         cart_range=(min(positions), max(positions)),
         fell_at=fell_at,
+        actor_std=float(np.median(stds)),
+        first_value=first_value,
+        first_return=discounted_return(rewards, model.dreamer_config.gamma),
     )
+
+
+def read_agent(model: Dreamer, state: tuple[np.ndarray, ...]) -> tuple[float, float]:
+    """The actor's std (mean over action dimensions) and the critic's value at the posterior state
+    of ``state`` (``predict``'s ``(deter, stoch, prev_action)`` for one env)."""
+    actor_critic = model.policy.actor_critic
+    deter, stoch = (torch.as_tensor(part, device=model.device) for part in state[:2])
+    features = RSSMState(deter, stoch).features()  # (1, F)
+    with torch.no_grad():
+        _, std = actor_critic.actor.mean_std(actor_critic.actor(features))  # (1, A)
+        value = actor_critic.value(features)  # (1,)
+    return float(std.mean()), float(value.float().squeeze())
+
+
+def discounted_return(rewards: list[float], gamma: float) -> float:
+    """``sum_t gamma^t r_t`` of one episode's rewards per decision."""
+    return float(np.sum(np.asarray(rewards) * gamma ** np.arange(len(rewards))))
 
 
 def main() -> None:
@@ -106,7 +141,17 @@ def main() -> None:
         raise ValueError(f"the reward factors are those of the cartpole domain; got task {args.task!r}")
 
     model = Dreamer.load(args.model, device="cpu")
-    header = ["return", *FACTORS, "mean abs action", "full force", "cart range", "pole fell at"]
+    header = [
+        "return",
+        *FACTORS,
+        "mean abs action",
+        "full force",
+        "cart range",
+        "pole fell at",
+        "actor std",
+        "critic at start",
+        "discounted return",
+    ]
     print("| episode | " + " | ".join(header) + " |")
     print("|---" * (len(header) + 1) + "|")
     episodes = []
@@ -120,6 +165,9 @@ def main() -> None:
             f"{reading.full_force:.0%}",
             f"{reading.cart_range[0]:+.2f} to {reading.cart_range[1]:+.2f}",
             "-" if reading.fell_at is None else str(reading.fell_at),
+            f"{reading.actor_std:.3f}",
+            f"{reading.first_value:.1f}",
+            f"{reading.first_return:.1f}",
         ]
         print(f"| {episode} | " + " | ".join(cells) + " |", flush=True)
     means = [
@@ -129,6 +177,9 @@ def main() -> None:
         f"{np.mean([e.full_force for e in episodes]):.0%}",
         "",
         f"{sum(e.fell_at is not None for e in episodes)} of {len(episodes)} fell",
+        f"{np.mean([e.actor_std for e in episodes]):.3f}",
+        f"{np.mean([e.first_value for e in episodes]):.1f}",
+        f"{np.mean([e.first_return for e in episodes]):.1f}",
     ]
     print("| mean | " + " | ".join(means) + " |")
 

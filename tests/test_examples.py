@@ -427,8 +427,16 @@ def test_diagnose_dmc_cartpole_reads_a_saved_pixel_agent(tmp_path):
     Dreamer("CnnPolicy", make_dmc_env("cartpole-balance"), **TINY_PIXELS).learn(64).save(tmp_path / "agent")
     out = run("examples/diagnose_dmc_cartpole.py", str(tmp_path / "agent.zip"), "--episodes", "1")
     cells = next(line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 0 |"))
-    assert len(cells) == 10 and 0 <= float(cells[1]) <= 1000
+    assert len(cells) == 13 and 0 <= float(cells[1]) <= 1000
     assert all(0 <= float(cell) <= 1 for cell in cells[2:6])  # the four factors
+    actor_std, critic_value, discounted = (float(cell) for cell in cells[10:13])
+    assert actor_std >= 0.1  # V3's Normal: std bounded below by its minimum
+    assert np.isfinite(critic_value) and 0 <= discounted <= float(cells[1])  # rewards in [0, 2] per decision
+
+
+def test_diagnose_dmc_cartpole_discounts_per_decision():
+    diagnose = load_example("diagnose_dmc_cartpole")
+    assert diagnose.discounted_return([1.0, 2.0, 4.0], 0.5) == pytest.approx(1.0 + 1.0 + 1.0)
 
 
 def test_diagnose_update_prints_the_critic_gap_terminal_probe_gradient_agreement_and_catch_up_curves(tmp_path):
