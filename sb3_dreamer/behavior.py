@@ -21,6 +21,7 @@ from sb3_dreamer.distributions import (
     mode_one_hot,
     sample_one_hot,
     straight_through,
+    tanh_normal_entropy,
     truncated_normal_entropy,
     truncated_normal_log_prob,
     truncated_normal_sample,
@@ -192,11 +193,14 @@ class Actor(nn.Module):
         return gaussian_log_prob(torch.atanh(squashed), mean, std) - jacobian
 
     def entropy(self, params: torch.Tensor) -> torch.Tensor:
-        """Entropy in nats, summed over heads/dims (of the Gaussian before squashing for
-        ``tanh_normal``, whose squashed entropy has no closed form): ``(...)``."""
+        """Entropy in nats of the action distribution, summed over heads/dims: ``(...)``. For
+        ``tanh_normal`` it is that of the squashed actions (:func:`tanh_normal_entropy`), so an
+        entropy bonus also pulls a saturated mean back from ``±1``."""
         if self.spec.discrete:
             return categorical_entropy(self._log_probs(params)).sum(-1)
         mean, std = self.mean_std(params)
+        if self.tanh_normal:
+            return tanh_normal_entropy(mean, std)
         return truncated_normal_entropy(mean, std) if self.trunc_normal else gaussian_entropy(std)
 
 

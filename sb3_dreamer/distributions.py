@@ -10,6 +10,8 @@ construction, argument validation and broadcasting checks would dominate the cos
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -151,6 +153,31 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
 def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
     """Entropy of a diagonal Gaussian, summed over the last axis: ``(..., D) -> (...)``."""
     return (0.5 * torch.log(2.0 * torch.pi * torch.e * std * std)).sum(-1)
+
+
+#: Nodes of the rule :func:`tanh_normal_entropy` integrates with: the standard-normal quantiles
+#: ``z`` from -6 to 6 in steps of 0.2, weighted by the normalised density ``exp(-z^2 / 2)``.
+_TANH_ENTROPY_NODES = torch.linspace(-6.0, 6.0, 61, dtype=torch.float64)
+_TANH_ENTROPY_WEIGHTS = torch.softmax(-0.5 * _TANH_ENTROPY_NODES.square(), dim=0)
+
+
+def tanh_normal_entropy(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Entropy of ``tanh(u)``, ``u ~ Normal(mean, std)``, summed over the last axis:
+    ``(..., D), (..., D) -> (...)``.
+
+    ``H[tanh(u)] = H[u] + E[log(1 - tanh(u)^2)]``: the Gaussian's entropy less what the squashing
+    takes away, which grows with how far the density sits in the saturated tails (at ``u = ±4`` the
+    log-Jacobian is about -6.6 per dimension). Its gradient with respect to ``mean`` does not
+    vanish there (``-2 tanh(u)`` per point), unlike that of a return passed back through the
+    ``tanh``. The expectation is a trapezoid sum over 61 standard-normal quantiles, deterministic
+    (no random draws) and within 2e-5 nats of the integral for ``std <= 5`` (7e-4 at 8).
+    """
+    nodes = _TANH_ENTROPY_NODES.to(dtype=mean.dtype, device=mean.device)
+    weights = _TANH_ENTROPY_WEIGHTS.to(dtype=mean.dtype, device=mean.device)
+    u = mean.unsqueeze(-1) + std.unsqueeze(-1) * nodes  # (..., D, 61)
+    # log(1 - tanh(u)^2) = 2 (log 2 - |u| - log(1 + exp(-2 |u|))), stable for any |u|
+    log_jacobian = 2.0 * (math.log(2.0) - u.abs() - torch.nn.functional.softplus(-2.0 * u.abs()))
+    return gaussian_entropy(std) + (log_jacobian * weights).sum(-1).sum(-1)
 
 
 def _unit_interval_bounds(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ from sb3_dreamer.distributions import (
     symexp,
     symlog,
     symlog_bins,
+    tanh_normal_entropy,
     truncated_normal_entropy,
     truncated_normal_log_prob,
     truncated_normal_sample,
@@ -191,6 +192,33 @@ def test_replay_lambda_returns_bootstrap_at_the_sequence_end_and_time_outs():
     returns, weights = replay_lambda_returns(rewards, is_first, no_flags, boot, gamma=0.5, lam=1.0)
     torch.testing.assert_close(returns[0, 0], torch.tensor(1 + 0.5 * 5.0))
     assert weights[1, 0] == 0.0 and weights[0, 0] == 1.0
+
+
+def test_tanh_normal_entropy_is_that_of_the_squashed_density():
+    """-E[log p(tanh(u))] of the squashed density as torch builds it (the Normal's log-density less
+    ``TanhTransform``'s log-Jacobian), on a fine grid of the pre-squash variable, for means inside
+    and deep in the saturated tails and stds from V1's floor to its initial 5; and the entropy's
+    gradient pulls a saturated mean back toward zero."""
+    from torch.distributions import Normal
+    from torch.distributions.transforms import TanhTransform
+
+    mean = torch.tensor([0.0, 0.7, -2.5, 4.0, 4.0, 0.3], dtype=torch.float64)
+    std = torch.tensor([5.0, 1.0, 0.5, 0.02, 2.0, 1e-3], dtype=torch.float64)
+    expected = []
+    for m, s in zip(mean, std):
+        u = torch.linspace(float(m - 10 * s), float(m + 10 * s), 400_001, dtype=torch.float64)
+        log_density = Normal(m, s).log_prob(u)
+        squashed_log_density = log_density - TanhTransform().log_abs_det_jacobian(u, torch.tanh(u))
+        expected.append(-torch.trapezoid(log_density.exp() * squashed_log_density, u))
+    got = tanh_normal_entropy(mean[:, None], std[:, None])
+    torch.testing.assert_close(got, torch.stack(expected), atol=1e-4, rtol=0)
+    # summed over the last axis, and below the unsquashed Gaussian's entropy
+    pair = tanh_normal_entropy(mean.view(3, 2), std.view(3, 2))
+    torch.testing.assert_close(pair, got.view(3, 2).sum(-1))
+    assert (got < gaussian_entropy(std[:, None])).all()
+    saturated = torch.tensor([[3.0, -3.0]], dtype=torch.float64, requires_grad=True)
+    tanh_normal_entropy(saturated, torch.full((1, 2), 0.1, dtype=torch.float64)).sum().backward()
+    assert saturated.grad[0, 0] < -1.0 and saturated.grad[0, 1] > 1.0
 
 
 def test_truncated_normal_density_entropy_and_samples_agree():
