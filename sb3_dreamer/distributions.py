@@ -174,9 +174,9 @@ def tanh_normal_entropy(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """
     nodes = _TANH_ENTROPY_NODES.to(dtype=mean.dtype, device=mean.device)
     weights = _TANH_ENTROPY_WEIGHTS.to(dtype=mean.dtype, device=mean.device)
-    u = mean.unsqueeze(-1) + std.unsqueeze(-1) * nodes  # (..., D, 61)
+    abs_u = (mean.unsqueeze(-1) + std.unsqueeze(-1) * nodes).abs()  # (..., D, 61)
     # log(1 - tanh(u)^2) = 2 (log 2 - |u| - log(1 + exp(-2 |u|))), stable for any |u|
-    log_jacobian = 2.0 * (math.log(2.0) - u.abs() - torch.nn.functional.softplus(-2.0 * u.abs()))
+    log_jacobian = 2.0 * (math.log(2.0) - abs_u - torch.nn.functional.softplus(-2.0 * abs_u))
     return gaussian_entropy(std) + (log_jacobian * weights).sum(-1).sum(-1)
 
 
