@@ -156,6 +156,30 @@ class LayerNormGRUCell(nn.Module):
         return update * cand + (1.0 - update) * h
 
 
+class StandardGRUCell(nn.GRUCell):
+    """``torch.nn.GRUCell`` (DreamerV1's GRU, no LayerNorm) with its gates in float32.
+
+    Same parameters and equations as the parent (``r, z = sigmoid(W_i x + W_h h)``,
+    ``n = tanh(W_in x + r * W_hn h)``, ``h' = (1 - z) * n + z * h``); the two matrix products run
+    in the autocast precision, the gates after them in float32. Under CPU bfloat16 autocast
+    ``torch.nn.GRUCell`` computes its gates in bfloat16, where ``z`` moves in steps of 2^-8 near 1:
+    a state that should move by 0.1% either stays put or moves by 0.4%.
+    """
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (N, input_size), h: (N, hidden_size) -> (N, hidden_size)
+        if h is None:
+            h = x.new_zeros(x.shape[0], self.hidden_size, dtype=torch.float32)
+        from_input = nn.functional.linear(x, self.weight_ih, self.bias_ih).float()  # (N, 3 H)
+        from_state = nn.functional.linear(h, self.weight_hh, self.bias_hh).float()  # (N, 3 H)
+        reset_x, update_x, cand_x = from_input.chunk(3, dim=-1)
+        reset_h, update_h, cand_h = from_state.chunk(3, dim=-1)
+        reset = torch.sigmoid(reset_x + reset_h)
+        update = torch.sigmoid(update_x + update_h)
+        cand = torch.tanh(cand_x + reset * cand_h)
+        return (1.0 - update) * cand + update * h.float()
+
+
 class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over the channel axis of ``(N, C, H, W)`` feature maps."""
 

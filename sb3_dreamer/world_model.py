@@ -23,7 +23,16 @@ from sb3_dreamer.distributions import (
     unimix_log_probs,
     unimix_probs,
 )
-from sb3_dreamer.networks import MLP, HiddenLayer, LayerNormGRUCell, LayerStyle, Observations, ScalarHead, init_linear_
+from sb3_dreamer.networks import (
+    MLP,
+    HiddenLayer,
+    LayerNormGRUCell,
+    LayerStyle,
+    Observations,
+    ScalarHead,
+    StandardGRUCell,
+    init_linear_,
+)
 from sb3_dreamer.presets import DreamerConfig
 
 
@@ -135,7 +144,7 @@ class RSSM(nn.Module):
         if config.gru == "layer_norm":
             self.gru: nn.Module = LayerNormGRUCell(hidden_size, self.deter_size)
         else:
-            self.gru = nn.GRUCell(hidden_size, self.deter_size)
+            self.gru = StandardGRUCell(hidden_size, self.deter_size)
         self.img_out = HiddenLayer(self.deter_size, hidden_size, style)
         self.prior_params = init_linear_(nn.Linear(hidden_size, self.latent.raw_size))
         self.obs_out_deter = init_linear_(nn.Linear(self.deter_size, hidden_size, bias=bias))

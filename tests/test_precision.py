@@ -117,3 +117,31 @@ def test_gru_gates_are_computed_in_float32_under_bf16_autocast():
         out = cell(x, h)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, torch.full((1, 4), expected.item()))
+
+
+def test_standard_gru_gates_are_computed_in_float32_under_bf16_autocast():
+    from sb3_dreamer.networks import StandardGRUCell
+
+    cell = StandardGRUCell(2, 4)
+    with torch.no_grad():
+        for param in cell.parameters():
+            param.zero_()
+        cell.bias_hh[4:8] = 7.0  # update = sigmoid(7) = 0.99909: 1.0 in bfloat16, the state kept whole
+    x, h = torch.zeros(1, 2), torch.full((1, 4), 1000.0)
+    expected = torch.sigmoid(torch.tensor(7.0)) * 1000.0  # the candidate is tanh(0) = 0
+    with autocast(CPU, torch.bfloat16):
+        out = cell(x, h)
+        parent_out = torch.nn.GRUCell.forward(cell, x, h)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.full((1, 4), expected.item()))
+    assert not torch.allclose(parent_out, out)  # torch's own cell loses the update here
+
+
+def test_standard_gru_matches_torch_gru_cell_in_float32():
+    from sb3_dreamer.networks import StandardGRUCell
+
+    torch.manual_seed(0)
+    cell = StandardGRUCell(5, 7)
+    x, h = torch.randn(3, 5), torch.randn(3, 7)
+    torch.testing.assert_close(cell(x, h), torch.nn.GRUCell.forward(cell, x, h))
+    torch.testing.assert_close(cell(x), torch.nn.GRUCell.forward(cell, x))
