@@ -74,12 +74,12 @@ class DreamerConfig:
         gradients; V2/V3) or ``"gaussian"`` (diagonal Gaussian with std ``softplus + min``; V1).
         ``latent_min_std``: that minimum std. ``unimix``: uniform mixture of the latent
         categoricals (1% in V3). ``gru``: ``"layer_norm"`` (V2/V3's GRU with LayerNorm over the
-        gates) or ``"standard"`` (``torch.nn.GRUCell``'s equations, gates in float32; V1). ``layer_norm``: LayerNorm in every
-        hidden layer of the MLPs, the RSSM and the CNNs (V3). ``activation``: ``"silu"`` (V3) or
-        ``"elu"`` (V1/V2). ``learned_initial_state``: the RSSM starts episodes from a learned
-        state (V3) instead of zeros. ``symlog_inputs``: vector observations are symlog-squashed
-        before the encoder and the decoder predicts them in symlog space (V3).
-        ``heads``: the reward and critic heads, ``"two_hot"`` (symlog two-hot over
+        gates) or ``"standard"`` (``torch.nn.GRUCell``'s equations, gates in float32; V1).
+        ``layer_norm``: LayerNorm in every hidden layer of the MLPs, the RSSM and the CNNs (V3).
+        ``activation``: ``"silu"`` (V3) or ``"elu"`` (V1/V2). ``learned_initial_state``: the RSSM
+        starts episodes from a learned state (V3) instead of zeros. ``symlog_inputs``: vector
+        observations are symlog-squashed before the encoder and the decoder predicts them in
+        symlog space (V3). ``heads``: the reward and critic heads, ``"two_hot"`` (symlog two-hot over
         ``reward_bins`` bins, zero-initialised output; V3) or ``"gaussian"`` (unit-variance
         Gaussian, whose negative log-likelihood is half the squared error; V1/V2). The
         reconstruction loss follows: squared error for ``"two_hot"``, half of it (unit-variance
