@@ -1,4 +1,4 @@
-"""Sample-efficiency benchmark: Dreamer against zoo-tuned SB3 baselines (BENCHMARKS.md A).
+"""Sample-efficiency benchmark: Dreamer against zoo-tuned SB3 baselines (docs/benchmarks.md, section A).
 
 Trains every (algorithm, seed) pair on one task for the same number of env steps, evaluating
 every ``--eval-freq`` steps with SB3's ``evaluate_policy`` (deterministic, but stochastic for

@@ -343,7 +343,8 @@ V2 = V3.replace(
 #: that tasks with terminations work, as the authors' code has it: loss scale 10 (``pcont_scale``),
 #: and its probability discounts imagination. Its free nats (and V2's one) are floors set for image
 #: observations: on low-dimensional vectors the KL can stay under them, which leaves the prior
-#: untrained (``train/kl_clipped`` near 1; V1's packaged vector entries set ``free_bits=0``).
+#: untrained (``train/kl_clipped`` near 1; V1's packaged CartPole-v1 and Pendulum-v1 entries set
+#: ``free_bits=0``).
 V1 = V2.replace(
     version="v1",
     stoch_size=30,
