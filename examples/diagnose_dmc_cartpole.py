@@ -15,10 +15,17 @@ widely it explores when it samples; V2's truncated Normal has a floor of 0.1), a
 value at the first decision beside the discounted return that followed it (at the model's γ, per
 decision), which shows whether the critic over- or under-rates what the policy achieves.
 
+``--reference zero`` or ``--reference random`` plays a fixed policy instead of a model (no force at
+all, or uniform random forces), the yardsticks for a return: on cartpole-balance the pole of this
+frictionless system falls, swings through the top again and again, and collects most of the
+reward with no force at all. These episodes run on proprioceptive observations, which they
+ignore (same physics and reward, no rendering); the actor and critic columns are then empty.
+
     python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer --steps 20000 \
         --eval-freq 10000 --seeds 0 --jobs 1 --out runs/pixels --save-models
     python examples/diagnose_dmc_cartpole.py runs/pixels/dm_control-cartpole-balance-v0_dreamer_seed0.zip
     python examples/diagnose_dmc_cartpole.py model.zip --stochastic   # sampled actions
+    python examples/diagnose_dmc_cartpole.py --reference zero         # the no-force policy
 """
 
 from __future__ import annotations
@@ -45,9 +52,9 @@ class EpisodeReading(NamedTuple):
     full_force: float  # share of decisions with |u| > 0.9
     cart_range: tuple[float, float]  # (min, max) cart position
     fell_at: int | None  # first env step with the pole below horizontal, if any
-    actor_std: float  # median over decisions of the actor's std (mean over action dimensions)
-    first_value: float  # the critic's value of the state at the first decision
-    first_return: float  # the discounted return from the first decision on, at the model's gamma
+    actor_std: float | None  # median over decisions of the actor's std (mean over action dimensions)
+    first_value: float | None  # the critic's value of the state at the first decision
+    first_return: float | None  # the discounted return from the first decision on, at the model's gamma
 
 
 def reward_factors(physics: Any) -> dict[str, float]:
@@ -66,22 +73,38 @@ def reward_factors(physics: Any) -> dict[str, float]:
     }
 
 
-def play(model: Dreamer, task: str, seed: int, deterministic: bool, action_repeat: int) -> EpisodeReading:
-    """One episode of ``model`` on ``task`` from pixels, read off the simulator after each decision."""
-    env = make_dmc_env(task, observation="pixels", action_repeat=action_repeat)
+REFERENCES = ("zero", "random")
+#: The readings of the agent itself (none for a reference policy), with their formats.
+AGENT_COLUMNS = (("actor_std", ".3f"), ("first_value", ".1f"), ("first_return", ".1f"))
+
+
+def play(model: Dreamer | str, task: str, seed: int, deterministic: bool, action_repeat: int) -> EpisodeReading:
+    """One episode on ``task``, read off the simulator after each decision: of a Dreamer ``model``
+    from pixels, or of a reference policy named in :data:`REFERENCES` (on proprioceptive
+    observations, which it ignores; ``deterministic`` does not apply to it)."""
+    is_reference = isinstance(model, str)
+    if is_reference and model not in REFERENCES:
+        raise ValueError(f"reference policy must be one of {REFERENCES}, got {model!r}")
+    env = make_dmc_env(task, observation="proprio" if is_reference else "pixels", action_repeat=action_repeat)
     physics = env.unwrapped._env.physics  # shimmy's wrapped dm_control environment
     obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
     state, start = None, np.ones((1,), dtype=bool)
     total, decisions, readings, actions, positions = 0.0, 0, [], [], []
     rewards, stds, first_value = [], [], 0.0
     fell_at = None
     done = False
     while not done:
-        action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
-        std, value = read_agent(model, state)
-        stds.append(std)
-        if decisions == 0:
-            first_value = value
+        if is_reference and model == "zero":
+            action = np.zeros(env.action_space.shape, dtype=np.float32)
+        elif is_reference:
+            action = rng.uniform(-1.0, 1.0, size=env.action_space.shape).astype(np.float32)
+        else:
+            action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
+            std, value = read_agent(model, state)
+            stds.append(std)
+            if decisions == 0:
+                first_value = value
         obs, reward, terminated, truncated, _ = env.step(action)
         start = np.zeros((1,), dtype=bool)
         decisions += 1
@@ -101,9 +124,9 @@ def play(model: Dreamer, task: str, seed: int, deterministic: bool, action_repea
         full_force=float(np.mean(np.array(actions) > 0.9)),
         cart_range=(min(positions), max(positions)),
         fell_at=fell_at,
-        actor_std=float(np.median(stds)),
-        first_value=first_value,
-        first_return=discounted_return(rewards, model.dreamer_config.gamma),
+        actor_std=None if is_reference else float(np.median(stds)),
+        first_value=None if is_reference else first_value,
+        first_return=None if is_reference else discounted_return(rewards, model.dreamer_config.gamma),
     )
 
 
@@ -119,6 +142,16 @@ def read_agent(model: Dreamer, state: tuple[np.ndarray, ...]) -> tuple[float, fl
     return float(std.mean()), float(value.float().squeeze())
 
 
+def mean_or_none(values: list[float | None]) -> float | None:
+    """Mean of ``values``, or ``None`` where the readings are missing (a reference policy)."""
+    return None if any(value is None for value in values) else float(np.mean(values))
+
+
+def optional(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``, or empty for a reference policy's missing reading."""
+    return "" if value is None else format(value, spec)
+
+
 def discounted_return(rewards: list[float], gamma: float) -> float:
     """``sum_t gamma^t r_t`` of one episode's rewards per decision."""
     return float(np.sum(np.asarray(rewards) * gamma ** np.arange(len(rewards))))
@@ -126,7 +159,8 @@ def discounted_return(rewards: list[float], gamma: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", help="a saved Dreamer model (.zip) trained on the task from pixels")
+    parser.add_argument("model", nargs="?", help="a saved Dreamer model (.zip) trained on the task from pixels")
+    parser.add_argument("--reference", choices=REFERENCES, help="play this fixed policy instead of a model")
     parser.add_argument("--task", default="cartpole-balance", help="a cartpole task: balance, swingup, ...")
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=10_000, help="seed of the first episode's reset")
@@ -140,7 +174,9 @@ def main() -> None:
     if not args.task.startswith("cartpole-"):
         raise ValueError(f"the reward factors are those of the cartpole domain; got task {args.task!r}")
 
-    model = Dreamer.load(args.model, device="cpu")
+    if (args.model is None) == (args.reference is None):
+        parser.error("give either a model or --reference")
+    model = args.reference if args.model is None else Dreamer.load(args.model, device="cpu")
     header = [
         "return",
         *FACTORS,
@@ -165,9 +201,7 @@ def main() -> None:
             f"{reading.full_force:.0%}",
             f"{reading.cart_range[0]:+.2f} to {reading.cart_range[1]:+.2f}",
             "-" if reading.fell_at is None else str(reading.fell_at),
-            f"{reading.actor_std:.3f}",
-            f"{reading.first_value:.1f}",
-            f"{reading.first_return:.1f}",
+            *(optional(getattr(reading, name), spec) for name, spec in AGENT_COLUMNS),
         ]
         print(f"| {episode} | " + " | ".join(cells) + " |", flush=True)
     means = [
@@ -177,9 +211,7 @@ def main() -> None:
         f"{np.mean([e.full_force for e in episodes]):.0%}",
         "",
         f"{sum(e.fell_at is not None for e in episodes)} of {len(episodes)} fell",
-        f"{np.mean([e.actor_std for e in episodes]):.3f}",
-        f"{np.mean([e.first_value for e in episodes]):.1f}",
-        f"{np.mean([e.first_return for e in episodes]):.1f}",
+        *(optional(mean_or_none([getattr(e, name) for e in episodes]), spec) for name, spec in AGENT_COLUMNS),
     ]
     print("| mean | " + " | ".join(means) + " |")
 

@@ -434,6 +434,30 @@ def test_diagnose_dmc_cartpole_reads_a_saved_pixel_agent(tmp_path):
     assert np.isfinite(critic_value) and 0 <= discounted <= float(cells[1])  # rewards in [0, 2] per decision
 
 
+def test_diagnose_dmc_cartpole_plays_reference_policies(monkeypatch):
+    from sb3_dreamer.envs import make_dmc_env  # before shimmy: picks headless rendering
+
+    pytest.importorskip("shimmy")
+    diagnose = load_example("diagnose_dmc_cartpole")
+    zero = diagnose.play("zero", "cartpole-balance", seed=3, deterministic=True, action_repeat=2)
+    env = make_dmc_env("cartpole-balance", observation="proprio", action_repeat=2)
+    env.reset(seed=3)
+    total, done = 0.0, False
+    while not done:
+        _, reward, terminated, truncated, _ = env.step(np.zeros((1,), dtype=np.float32))
+        total, done = total + float(reward), terminated or truncated
+    assert zero.total == total and zero.mean_abs_action == 0.0 and zero.full_force == 0.0
+    assert zero.fell_at is not None and zero.factors["small_control"] == 1.0  # frictionless: it falls unforced
+    assert zero.actor_std is None and zero.first_value is None and zero.first_return is None
+    random = diagnose.play("random", "cartpole-balance", seed=3, deterministic=True, action_repeat=2)
+    assert 0.3 < random.mean_abs_action < 0.7 and random.factors["small_control"] < 1.0
+    with pytest.raises(ValueError, match="reference policy must be one of"):
+        diagnose.play("still", "cartpole-balance", seed=3, deterministic=True, action_repeat=2)
+    monkeypatch.setattr("sys.argv", ["diagnose_dmc_cartpole.py", "--episodes", "1"])
+    with pytest.raises(SystemExit):  # neither a model nor --reference
+        diagnose.main()
+
+
 def test_diagnose_dmc_cartpole_discounts_per_decision():
     diagnose = load_example("diagnose_dmc_cartpole")
     assert diagnose.discounted_return([1.0, 2.0, 4.0], 0.5) == pytest.approx(1.0 + 1.0 + 1.0)
