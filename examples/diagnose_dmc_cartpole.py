@@ -15,8 +15,8 @@ widely it explores when it samples; V2's truncated Normal has a floor of 0.1), a
 value at the first decision beside the discounted return that followed it (at the model's γ, per
 decision), which shows whether the critic over- or under-rates what the policy achieves.
 
-``--reference zero`` or ``--reference random`` plays a fixed policy instead of a model (no force at
-all, or uniform random forces), the yardsticks for a return: on cartpole-balance the pole of this
+``--reference zero``, ``full`` or ``random`` plays a fixed policy instead of a model (no force at
+all, full force in the positive direction, or uniform random forces), the yardsticks for a return: on cartpole-balance the pole of this
 frictionless system falls, swings through the top again and again, and collects most of the
 reward with no force at all. These episodes run on proprioceptive observations, which they
 ignore (same physics and reward, no rendering); the actor and critic columns are then empty.
@@ -73,7 +73,7 @@ def reward_factors(physics: Any) -> dict[str, float]:
     }
 
 
-REFERENCES = ("zero", "random")
+REFERENCES = ("zero", "full", "random")
 #: The readings of the agent itself (none for a reference policy), with their formats.
 AGENT_COLUMNS = (("actor_std", ".3f"), ("first_value", ".1f"), ("first_return", ".1f"))
 
@@ -97,6 +97,8 @@ def play(model: Dreamer | str, task: str, seed: int, deterministic: bool, action
     while not done:
         if is_reference and model == "zero":
             action = np.zeros(env.action_space.shape, dtype=np.float32)
+        elif is_reference and model == "full":
+            action = np.ones(env.action_space.shape, dtype=np.float32)
         elif is_reference:
             action = rng.uniform(-1.0, 1.0, size=env.action_space.shape).astype(np.float32)
         else:

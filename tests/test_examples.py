@@ -449,6 +449,8 @@ def test_diagnose_dmc_cartpole_plays_reference_policies(monkeypatch):
     assert zero.total == total and zero.mean_abs_action == 0.0 and zero.full_force == 0.0
     assert zero.fell_at is not None and zero.factors["small_control"] == 1.0  # frictionless: it falls unforced
     assert zero.actor_std is None and zero.first_value is None and zero.first_return is None
+    full = diagnose.play("full", "cartpole-balance", seed=3, deterministic=True, action_repeat=2)
+    assert full.full_force == 1.0 and full.total < zero.total  # pushed into the track's end
     random = diagnose.play("random", "cartpole-balance", seed=3, deterministic=True, action_repeat=2)
     assert 0.3 < random.mean_abs_action < 0.7 and random.factors["small_control"] < 1.0
     with pytest.raises(ValueError, match="reference policy must be one of"):
