@@ -16,9 +16,9 @@ value at the first decision beside the discounted return that followed it (at th
 decision), which shows whether the critic over- or under-rates what the policy achieves.
 
 ``--reference zero``, ``full`` or ``random`` plays a fixed policy instead of a model (no force at
-all, full force in the positive direction, or uniform random forces), the yardsticks for a return: on cartpole-balance the pole of this
-frictionless system falls, swings through the top again and again, and collects most of the
-reward with no force at all. These episodes run on proprioceptive observations, which they
+all, full force in the positive direction, or uniform random forces), the yardsticks for a
+return: on cartpole-balance the pole of this frictionless system falls, swings through the top
+again and again, and collects most of the reward with no force at all. These episodes run on proprioceptive observations, which they
 ignore (same physics and reward, no rendering); the actor and critic columns are then empty.
 
     python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer --steps 20000 \
@@ -95,12 +95,8 @@ def play(model: Dreamer | str, task: str, seed: int, deterministic: bool, action
     fell_at = None
     done = False
     while not done:
-        if is_reference and model == "zero":
-            action = np.zeros(env.action_space.shape, dtype=np.float32)
-        elif is_reference and model == "full":
-            action = np.ones(env.action_space.shape, dtype=np.float32)
-        elif is_reference:
-            action = rng.uniform(-1.0, 1.0, size=env.action_space.shape).astype(np.float32)
+        if is_reference:
+            action = reference_action(model, env.action_space.shape, rng)
         else:
             action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
             std, value = read_agent(model, state)
@@ -130,6 +126,15 @@ def play(model: Dreamer | str, task: str, seed: int, deterministic: bool, action
         first_value=None if is_reference else first_value,
         first_return=None if is_reference else discounted_return(rewards, model.dreamer_config.gamma),
     )
+
+
+def reference_action(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """The action of the reference policy ``name`` (one of :data:`REFERENCES`)."""
+    if name == "zero":
+        return np.zeros(shape, dtype=np.float32)
+    if name == "full":
+        return np.ones(shape, dtype=np.float32)
+    return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
 
 
 def read_agent(model: Dreamer, state: tuple[np.ndarray, ...]) -> tuple[float, float]:
