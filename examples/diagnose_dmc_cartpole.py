@@ -18,8 +18,9 @@ decision), which shows whether the critic over- or under-rates what the policy a
 ``--reference zero``, ``full`` or ``random`` plays a fixed policy instead of a model (no force at
 all, full force in the positive direction, or uniform random forces), the yardsticks for a
 return: on cartpole-balance the pole of this frictionless system falls, swings through the top
-again and again, and collects most of the reward with no force at all. These episodes run on proprioceptive observations, which they
-ignore (same physics and reward, no rendering); the actor and critic columns are then empty.
+again and again, and collects most of the reward with no force at all. These episodes run on
+proprioceptive observations, which they ignore (same physics and reward, no rendering); the actor
+and critic columns are then empty.
 
     python examples/benchmark_sb3.py --env dm_control/cartpole-balance-v0 --algos dreamer --steps 20000 \
         --eval-freq 10000 --seeds 0 --jobs 1 --out runs/pixels --save-models
