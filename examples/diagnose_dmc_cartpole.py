@@ -15,6 +15,15 @@ widely it explores when it samples; V2's truncated Normal has a floor of 0.1), a
 value at the first decision beside the discounted return that followed it (at the model's γ, per
 decision), which shows whether the critic over- or under-rates what the policy achieves.
 
+``--imagine H`` also checks the world model against the simulator every ``--imagine-every``
+decisions: from the agent's posterior state it predicts the reward of the next ``H`` decisions
+under four open-loop plans (the actor's own, taken along the prior's mean path; no force; full
+force either way), averaged over 16 sampled imagined rollouts of each, and the simulator replays
+the same actions from the same physics state (on a second, unrendered copy of the task). A
+second table gives each plan's predicted and real reward and how often each ranks first: a model
+that prefers the actor's plan where the simulator prefers no force misleads the actor; a model
+that ranks them right leaves the fault with the actor or the critic.
+
 ``--reference zero``, ``full`` or ``random`` plays a fixed policy instead of a model (no force at
 all, full force in the positive direction, or uniform random forces), the yardsticks for a
 return: on cartpole-balance the pole of this frictionless system falls, swings through the top
@@ -26,6 +35,7 @@ and critic columns are then empty.
         --eval-freq 10000 --seeds 0 --jobs 1 --out runs/pixels --save-models
     python examples/diagnose_dmc_cartpole.py runs/pixels/dm_control-cartpole-balance-v0_dreamer_seed0.zip
     python examples/diagnose_dmc_cartpole.py model.zip --stochastic   # sampled actions
+    python examples/diagnose_dmc_cartpole.py model.zip --imagine 15   # the model's predictions against the simulator
     python examples/diagnose_dmc_cartpole.py --reference zero         # the no-force policy
 """
 
@@ -42,6 +52,17 @@ from sb3_dreamer.envs import make_dmc_env
 from sb3_dreamer.world_model import RSSMState
 
 FACTORS = ("upright", "centered", "small_control", "small_velocity")
+#: The open-loop plans ``--imagine`` compares: the actor's own, no force, full force either way.
+PLANS = ("actor", "zero", "push +1", "push -1")
+#: Sampled imagined rollouts averaged per plan.
+IMAGINED_SAMPLES = 16
+
+
+class PlanCheck(NamedTuple):
+    """The reward of one open-loop plan over the horizon, as the model predicts it and as it is."""
+
+    predicted: float  # mean over sampled imagined rollouts of the summed predicted reward
+    real: float  # the simulator's summed reward for the same actions from the same physics state
 
 
 class EpisodeReading(NamedTuple):
@@ -56,6 +77,7 @@ class EpisodeReading(NamedTuple):
     actor_std: float | None  # median over decisions of the actor's std (mean over action dimensions)
     first_value: float | None  # the critic's value of the state at the first decision
     first_return: float | None  # the discounted return from the first decision on, at the model's gamma
+    plan_checks: tuple[dict[str, PlanCheck], ...] = ()  # one per ``--imagine`` check point
 
 
 def reward_factors(physics: Any) -> dict[str, float]:
@@ -79,15 +101,31 @@ REFERENCES = ("zero", "full", "random")
 AGENT_COLUMNS = (("actor_std", ".3f"), ("first_value", ".1f"), ("first_return", ".1f"))
 
 
-def play(model: Dreamer | str, task: str, seed: int, deterministic: bool, action_repeat: int) -> EpisodeReading:
+def play(
+    model: Dreamer | str,
+    task: str,
+    seed: int,
+    deterministic: bool,
+    action_repeat: int,
+    imagine: int = 0,
+    imagine_every: int = 25,
+) -> EpisodeReading:
     """One episode on ``task``, read off the simulator after each decision: of a Dreamer ``model``
     from pixels, or of a reference policy named in :data:`REFERENCES` (on proprioceptive
-    observations, which it ignores; ``deterministic`` does not apply to it)."""
+    observations, which it ignores; ``deterministic`` does not apply to it). With ``imagine > 0``
+    (a model only) every ``imagine_every``-th decision also checks :data:`PLANS` over ``imagine``
+    decisions (:func:`check_plans`)."""
     is_reference = isinstance(model, str)
     if is_reference and model not in REFERENCES:
         raise ValueError(f"reference policy must be one of {REFERENCES}, got {model!r}")
+    if imagine < 0 or imagine_every < 1:
+        raise ValueError(f"need imagine >= 0 and imagine_every >= 1, got {imagine} and {imagine_every}")
+    if imagine and is_reference:
+        raise ValueError("imagine checks a model's predictions; a reference policy has none")
     env = make_dmc_env(task, observation="proprio" if is_reference else "pixels", action_repeat=action_repeat)
     physics = env.unwrapped._env.physics  # shimmy's wrapped dm_control environment
+    replay_env = make_dmc_env(task, observation="proprio", action_repeat=action_repeat) if imagine else None
+    plan_checks = []
     obs, _ = env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     state, start = None, np.ones((1,), dtype=bool)
@@ -104,6 +142,8 @@ def play(model: Dreamer | str, task: str, seed: int, deterministic: bool, action
             stds.append(std)
             if decisions == 0:
                 first_value = value
+            if imagine and decisions % imagine_every == 0:
+                plan_checks.append(check_plans(model, state, physics.get_state(), replay_env, imagine))
         obs, reward, terminated, truncated, _ = env.step(action)
         start = np.zeros((1,), dtype=bool)
         decisions += 1
@@ -116,6 +156,8 @@ def play(model: Dreamer | str, task: str, seed: int, deterministic: bool, action
             fell_at = decisions * action_repeat
         done = terminated or truncated
     env.close()
+    if replay_env is not None:
+        replay_env.close()
     return EpisodeReading(
         total=total,
         factors={name: float(np.mean([r[name] for r in readings])) for name in FACTORS},
@@ -126,7 +168,63 @@ def play(model: Dreamer | str, task: str, seed: int, deterministic: bool, action
         actor_std=None if is_reference else float(np.median(stds)),
         first_value=None if is_reference else first_value,
         first_return=None if is_reference else discounted_return(rewards, model.dreamer_config.gamma),
+        plan_checks=tuple(plan_checks),
     )
+
+
+def check_plans(
+    model: Dreamer, state: tuple[np.ndarray, ...], physics_state: np.ndarray, replay_env: Any, horizon: int
+) -> dict[str, PlanCheck]:
+    """Each of :data:`PLANS` over ``horizon`` decisions from the posterior state of ``state``
+    (``predict``'s, one env) and the simulator's ``physics_state`` at the same decision: the reward
+    the world model predicts for its actions (mean over :data:`IMAGINED_SAMPLES` sampled rollouts
+    of the prior) and the reward ``replay_env`` (an unrendered copy of the task) returns for them."""
+    world_model, actor = model.policy.world_model, model.policy.actor_critic.actor
+    deter, stoch = (torch.as_tensor(part, device=model.device) for part in state[:2])
+    action_size = model.action_space.shape[0]
+    checks = {}
+    with torch.no_grad():
+        for plan in PLANS:
+            actions = plan_actions(world_model, actor, RSSMState(deter, stoch), plan, horizon, action_size)  # (H, A)
+            latent = RSSMState(deter.expand(IMAGINED_SAMPLES, -1), stoch.expand(IMAGINED_SAMPLES, -1))
+            predicted = torch.zeros(IMAGINED_SAMPLES, device=model.device)
+            for action in actions:
+                latent = world_model.rssm.img_step(latent, action.expand(IMAGINED_SAMPLES, -1))
+                predicted += world_model.reward(latent.features()).float()  # (K,)
+            real = replay(replay_env, physics_state, actions.cpu().numpy())
+            checks[plan] = PlanCheck(predicted=float(predicted.mean()), real=real)
+    return checks
+
+
+def plan_actions(
+    world_model: Any, actor: Any, start: RSSMState, plan: str, horizon: int, action_size: int
+) -> torch.Tensor:
+    """The ``(horizon, A)`` actions of ``plan``: the actor's most likely action along the prior's
+    mean (or most likely) path from ``start``, or a constant force."""
+    constant = {"zero": 0.0, "push +1": 1.0, "push -1": -1.0}
+    if plan != "actor":
+        return torch.full((horizon, action_size), constant[plan], device=start.deter.device)
+    actions, latent = [], start
+    for _ in range(horizon):
+        action = actor.mode(actor(latent.features()))  # (1, A)
+        actions.append(action[0])
+        latent = world_model.rssm.img_step(latent, action, sample=False)
+    return torch.stack(actions)
+
+
+def replay(env: Any, physics_state: np.ndarray, actions: np.ndarray) -> float:
+    """Summed reward of ``actions`` ``(H, A)`` played open loop in ``env`` from ``physics_state``."""
+    env.reset(seed=0)
+    physics = env.unwrapped._env.physics
+    with physics.reset_context():
+        physics.set_state(physics_state)
+    total = 0.0
+    for action in actions:
+        _, reward, terminated, truncated, _ = env.step(action.astype(np.float32))
+        total += float(reward)
+        if terminated or truncated:
+            break
+    return total
 
 
 def reference_action(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -178,6 +276,14 @@ def main() -> None:
         action="store_true",
         help="sample actions (the actor's distribution, without V1's collection noise)",
     )
+    parser.add_argument(
+        "--imagine",
+        type=int,
+        default=0,
+        metavar="H",
+        help="check the world model's predicted reward of open-loop plans over H decisions against the simulator",
+    )
+    parser.add_argument("--imagine-every", type=int, default=25, help="decisions between two --imagine checks")
     args = parser.parse_args()
     if not args.task.startswith("cartpole-"):
         raise ValueError(f"the reward factors are those of the cartpole domain; got task {args.task!r}")
@@ -200,7 +306,15 @@ def main() -> None:
     print("|---" * (len(header) + 1) + "|")
     episodes = []
     for episode in range(args.episodes):
-        reading = play(model, args.task, args.seed + episode, not args.stochastic, args.action_repeat)
+        reading = play(
+            model,
+            args.task,
+            args.seed + episode,
+            not args.stochastic,
+            args.action_repeat,
+            imagine=args.imagine,
+            imagine_every=args.imagine_every,
+        )
         episodes.append(reading)
         cells = [
             f"{reading.total:.0f}",
@@ -222,6 +336,27 @@ def main() -> None:
         *(optional(mean_or_none([getattr(e, name) for e in episodes]), spec) for name, spec in AGENT_COLUMNS),
     ]
     print("| mean | " + " | ".join(means) + " |")
+    if args.imagine:
+        print_plan_table([check for e in episodes for check in e.plan_checks], args.imagine)
+
+
+def print_plan_table(checks: list[dict[str, PlanCheck]], horizon: int) -> None:
+    """Per plan, over all check points: mean predicted and real reward over ``horizon`` decisions,
+    the mean error, and the share of check points where the model and the simulator rank it first."""
+    model_best = [max(PLANS, key=lambda plan: check[plan].predicted) for check in checks]
+    real_best = [max(PLANS, key=lambda plan: check[plan].real) for check in checks]
+    print(f"\n{len(checks)} check points, reward over the next {horizon} decisions:\n")
+    print("| plan | model | simulator | model - simulator | model ranks it first | simulator ranks it first |")
+    print("|---|---|---|---|---|---|")
+    for plan in PLANS:
+        predicted = np.array([check[plan].predicted for check in checks])
+        real = np.array([check[plan].real for check in checks])
+        print(
+            f"| {plan} | {predicted.mean():.2f} | {real.mean():.2f} | {(predicted - real).mean():+.2f} | "
+            f"{np.mean([best == plan for best in model_best]):.0%} | {np.mean([best == plan for best in real_best]):.0%} |"
+        )
+    agree = np.mean([m == r for m, r in zip(model_best, real_best)])
+    print(f"\nmodel and simulator rank the same plan first at {agree:.0%} of the check points")
 
 
 if __name__ == "__main__":

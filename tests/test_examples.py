@@ -425,13 +425,46 @@ def test_diagnose_dmc_cartpole_reads_a_saved_pixel_agent(tmp_path):
     pytest.importorskip("shimmy")
 
     Dreamer("CnnPolicy", make_dmc_env("cartpole-balance"), **TINY_PIXELS).learn(64).save(tmp_path / "agent")
-    out = run("examples/diagnose_dmc_cartpole.py", str(tmp_path / "agent.zip"), "--episodes", "1")
+    out = run(
+        "examples/diagnose_dmc_cartpole.py", str(tmp_path / "agent.zip"), "--episodes", "1",
+        "--imagine", "4", "--imagine-every", "100",
+    )  # fmt: skip
     cells = next(line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 0 |"))
     assert len(cells) == 13 and 0 <= float(cells[1]) <= 1000
     assert all(0 <= float(cell) <= 1 for cell in cells[2:6])  # the four factors
     actor_std, critic_value, discounted = (float(cell) for cell in cells[10:13])
     assert actor_std >= 0.1  # V3's Normal: std bounded below by its minimum
     assert np.isfinite(critic_value) and 0 <= discounted <= float(cells[1])  # rewards in [0, 2] per decision
+    assert "5 check points, reward over the next 4 decisions" in out  # decisions 0, 100, ..., 400 of 500
+    names = ("actor", "zero", "push +1", "push -1")
+    plans = {row[0].strip(): row[1:] for row in (line.split("|")[1:-1] for line in out.splitlines()) if len(row) == 6}
+    assert set(plans) == {"plan", "---", *names}
+    for plan in names:
+        predicted, real, error = (float(cell) for cell in plans[plan][:3])
+        assert np.isfinite(predicted) and 0 <= real <= 8 and error == pytest.approx(predicted - real, abs=0.011)
+    firsts = [float(plans[plan][col].strip().rstrip("%")) for col in (3, 4) for plan in names]
+    assert sum(firsts[:4]) == pytest.approx(100, abs=2) and sum(firsts[4:]) == pytest.approx(100, abs=2)
+
+
+def test_diagnose_dmc_cartpole_replays_actions_from_a_physics_state():
+    from sb3_dreamer.envs import make_dmc_env  # before shimmy: picks headless rendering
+
+    pytest.importorskip("shimmy")
+    diagnose = load_example("diagnose_dmc_cartpole")
+    env = make_dmc_env("cartpole-balance", observation="proprio", action_repeat=2)
+    env.reset(seed=5)
+    for _ in range(40):  # somewhere into the episode, the pole moving
+        env.step(np.full((1,), 0.5, dtype=np.float32))
+    state = env.unwrapped._env.physics.get_state()
+    actions = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(12, 1)
+    expected = sum(float(env.step(action)[1]) for action in actions)
+    replay_env = make_dmc_env("cartpole-balance", observation="proprio", action_repeat=2)
+    assert diagnose.replay(replay_env, state, actions) == expected
+    assert diagnose.replay(replay_env, state, actions) == expected  # from a fresh reset each time
+    with pytest.raises(ValueError, match="a reference policy has none"):
+        diagnose.play("zero", "cartpole-balance", seed=3, deterministic=True, action_repeat=2, imagine=5)
+    with pytest.raises(ValueError, match="imagine_every >= 1"):
+        diagnose.play("zero", "cartpole-balance", seed=3, deterministic=True, action_repeat=2, imagine_every=0)
 
 
 def test_diagnose_dmc_cartpole_plays_reference_policies(monkeypatch):
