@@ -13,7 +13,9 @@ follow dm_control's own definitions), the mean |action|, the share of decisions 
 It also reads the agent itself at each decision: the median std of its actor's Gaussian (how
 widely it explores when it samples; V2's truncated Normal has a floor of 0.1), and its critic's
 value at the first decision beside the discounted return that followed it (at the model's γ, per
-decision), which shows whether the critic over- or under-rates what the policy achieves.
+decision), which shows whether the critic over- or under-rates what the policy achieves, and its
+reward head's mean error on the episode's own states (the reward predicted at each posterior state
+minus the reward received on entering it), a bias that open-loop predictions inherit.
 
 ``--imagine H`` also checks the world model against the simulator every ``--imagine-every``
 decisions: from the agent's posterior state it predicts the reward of the next ``H`` decisions
@@ -77,6 +79,7 @@ class EpisodeReading(NamedTuple):
     actor_std: float | None  # median over decisions of the actor's std (mean over action dimensions)
     first_value: float | None  # the critic's value of the state at the first decision
     first_return: float | None  # the discounted return from the first decision on, at the model's gamma
+    reward_error: float | None  # mean over decisions of the reward head's prediction minus the reward
     plan_checks: tuple[dict[str, PlanCheck], ...] = ()  # one per ``--imagine`` check point
 
 
@@ -98,7 +101,7 @@ def reward_factors(physics: Any) -> dict[str, float]:
 
 REFERENCES = ("zero", "full", "random")
 #: The readings of the agent itself (none for a reference policy), with their formats.
-AGENT_COLUMNS = (("actor_std", ".3f"), ("first_value", ".1f"), ("first_return", ".1f"))
+AGENT_COLUMNS = (("actor_std", ".3f"), ("first_value", ".1f"), ("first_return", ".1f"), ("reward_error", "+.3f"))
 
 
 def play(
@@ -130,7 +133,7 @@ def play(
     rng = np.random.default_rng(seed)
     state, start = None, np.ones((1,), dtype=bool)
     total, decisions, readings, actions, positions = 0.0, 0, [], [], []
-    rewards, stds, first_value = [], [], 0.0
+    rewards, stds, first_value, reward_errors = [], [], 0.0, []
     fell_at = None
     done = False
     while not done:
@@ -138,8 +141,10 @@ def play(
             action = reference_action(model, env.action_space.shape, rng)
         else:
             action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
-            std, value = read_agent(model, state)
+            std, value, predicted_reward = read_agent(model, state)
             stds.append(std)
+            if decisions > 0:
+                reward_errors.append(predicted_reward - rewards[-1])
             if decisions == 0:
                 first_value = value
             if imagine and decisions % imagine_every == 0:
@@ -168,6 +173,7 @@ def play(
         actor_std=None if is_reference else float(np.median(stds)),
         first_value=None if is_reference else first_value,
         first_return=None if is_reference else discounted_return(rewards, model.dreamer_config.gamma),
+        reward_error=None if is_reference else float(np.mean(reward_errors)),
         plan_checks=tuple(plan_checks),
     )
 
@@ -236,16 +242,18 @@ def reference_action(name: str, shape: tuple[int, ...], rng: np.random.Generator
     return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
 
 
-def read_agent(model: Dreamer, state: tuple[np.ndarray, ...]) -> tuple[float, float]:
-    """The actor's std (mean over action dimensions) and the critic's value at the posterior state
-    of ``state`` (``predict``'s ``(deter, stoch, prev_action)`` for one env)."""
+def read_agent(model: Dreamer, state: tuple[np.ndarray, ...]) -> tuple[float, float, float]:
+    """The actor's std (mean over action dimensions), the critic's value and the reward head's
+    prediction at the posterior state of ``state`` (``predict``'s ``(deter, stoch, prev_action)``
+    for one env)."""
     actor_critic = model.policy.actor_critic
     deter, stoch = (torch.as_tensor(part, device=model.device) for part in state[:2])
     features = RSSMState(deter, stoch).features()  # (1, F)
     with torch.no_grad():
         _, std = actor_critic.actor.mean_std(actor_critic.actor(features))  # (1, A)
         value = actor_critic.value(features)  # (1,)
-    return float(std.mean()), float(value.float().squeeze())
+        reward = model.policy.world_model.reward(features)  # (1,)
+    return float(std.mean()), float(value.float().squeeze()), float(reward.float().squeeze())
 
 
 def mean_or_none(values: list[float | None]) -> float | None:
@@ -301,6 +309,7 @@ def main() -> None:
         "actor std",
         "critic at start",
         "discounted return",
+        "reward head error",
     ]
     print("| episode | " + " | ".join(header) + " |")
     print("|---" * (len(header) + 1) + "|")

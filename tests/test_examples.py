@@ -430,11 +430,12 @@ def test_diagnose_dmc_cartpole_reads_a_saved_pixel_agent(tmp_path):
         "--imagine", "4", "--imagine-every", "100",
     )  # fmt: skip
     cells = next(line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 0 |"))
-    assert len(cells) == 13 and 0 <= float(cells[1]) <= 1000
+    assert len(cells) == 14 and 0 <= float(cells[1]) <= 1000
     assert all(0 <= float(cell) <= 1 for cell in cells[2:6])  # the four factors
-    actor_std, critic_value, discounted = (float(cell) for cell in cells[10:13])
+    actor_std, critic_value, discounted, reward_error = (float(cell) for cell in cells[10:14])
     assert actor_std >= 0.1  # V3's Normal: std bounded below by its minimum
     assert np.isfinite(critic_value) and 0 <= discounted <= float(cells[1])  # rewards in [0, 2] per decision
+    assert cells[13].strip()[0] in "+-" and np.isfinite(reward_error)
     assert "5 check points, reward over the next 4 decisions" in out  # decisions 0, 100, ..., 400 of 500
     names = ("actor", "zero", "push +1", "push -1")
     plans = {row[0].strip(): row[1:] for row in (line.split("|")[1:-1] for line in out.splitlines()) if len(row) == 6}
@@ -481,7 +482,9 @@ def test_diagnose_dmc_cartpole_plays_reference_policies(monkeypatch):
         total, done = total + float(reward), terminated or truncated
     assert zero.total == total and zero.mean_abs_action == 0.0 and zero.full_force == 0.0
     assert zero.fell_at is not None and zero.factors["small_control"] == 1.0  # frictionless: it falls unforced
-    assert zero.actor_std is None and zero.first_value is None and zero.first_return is None
+    assert (
+        zero.actor_std is None and zero.first_value is None and zero.first_return is None and zero.reward_error is None
+    )
     full = diagnose.play("full", "cartpole-balance", seed=3, deterministic=True, action_repeat=2)
     assert full.full_force == 1.0 and full.total < zero.total  # pushed into the track's end
     random = diagnose.play("random", "cartpole-balance", seed=3, deterministic=True, action_repeat=2)
