@@ -50,8 +50,9 @@ import numpy as np
 import torch
 
 from sb3_dreamer import Dreamer
+from sb3_dreamer.behavior import Actor
 from sb3_dreamer.envs import make_dmc_env
-from sb3_dreamer.world_model import RSSMState
+from sb3_dreamer.world_model import RSSMState, WorldModel
 
 FACTORS = ("upright", "centered", "small_control", "small_velocity")
 #: The open-loop plans ``--imagine`` compares: the actor's own, no force, full force either way.
@@ -203,7 +204,7 @@ def check_plans(
 
 
 def plan_actions(
-    world_model: Any, actor: Any, start: RSSMState, plan: str, horizon: int, action_size: int
+    world_model: WorldModel, actor: Actor, start: RSSMState, plan: str, horizon: int, action_size: int
 ) -> torch.Tensor:
     """The ``(horizon, A)`` actions of ``plan``: the actor's most likely action along the prior's
     mean (or most likely) path from ``start``, or a constant force."""
