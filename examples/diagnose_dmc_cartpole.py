@@ -55,8 +55,10 @@ from sb3_dreamer.envs import make_dmc_env
 from sb3_dreamer.world_model import RSSMState, WorldModel
 
 FACTORS = ("upright", "centered", "small_control", "small_velocity")
-#: The open-loop plans ``--imagine`` compares: the actor's own, no force, full force either way.
-PLANS = ("actor", "zero", "push +1", "push -1")
+#: The constant forces among ``--imagine``'s open-loop plans: no force, full force either way.
+CONSTANT_PLANS = {"zero": 0.0, "push +1": 1.0, "push -1": -1.0}
+#: The open-loop plans ``--imagine`` compares: the actor's own, then the constant forces.
+PLANS = ("actor", *CONSTANT_PLANS)
 #: Sampled imagined rollouts averaged per plan.
 IMAGINED_SAMPLES = 16
 
@@ -144,10 +146,10 @@ def play(
             action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
             std, value, predicted_reward = read_agent(model, state)
             stds.append(std)
-            if decisions > 0:
-                reward_errors.append(predicted_reward - rewards[-1])
             if decisions == 0:
                 first_value = value
+            else:
+                reward_errors.append(predicted_reward - rewards[-1])
             if imagine and decisions % imagine_every == 0:
                 plan_checks.append(check_plans(model, state, physics.get_state(), replay_env, imagine))
         obs, reward, terminated, truncated, _ = env.step(action)
@@ -187,13 +189,13 @@ def check_plans(
     the world model predicts for its actions (mean over :data:`IMAGINED_SAMPLES` sampled rollouts
     of the prior) and the reward ``replay_env`` (an unrendered copy of the task) returns for them."""
     world_model, actor = model.policy.world_model, model.policy.actor_critic.actor
-    deter, stoch = (torch.as_tensor(part, device=model.device) for part in state[:2])
+    start = posterior_state(model, state)
     action_size = model.action_space.shape[0]
     checks = {}
     with torch.no_grad():
         for plan in PLANS:
-            actions = plan_actions(world_model, actor, RSSMState(deter, stoch), plan, horizon, action_size)  # (H, A)
-            latent = RSSMState(deter.expand(IMAGINED_SAMPLES, -1), stoch.expand(IMAGINED_SAMPLES, -1))
+            actions = plan_actions(world_model, actor, start, plan, horizon, action_size)  # (H, A)
+            latent = RSSMState(*(part.expand(IMAGINED_SAMPLES, -1) for part in start))
             predicted = torch.zeros(IMAGINED_SAMPLES, device=model.device)
             for action in actions:
                 latent = world_model.rssm.img_step(latent, action.expand(IMAGINED_SAMPLES, -1))
@@ -208,9 +210,8 @@ def plan_actions(
 ) -> torch.Tensor:
     """The ``(horizon, A)`` actions of ``plan``: the actor's most likely action along the prior's
     mean (or most likely) path from ``start``, or a constant force."""
-    constant = {"zero": 0.0, "push +1": 1.0, "push -1": -1.0}
     if plan != "actor":
-        return torch.full((horizon, action_size), constant[plan], device=start.deter.device)
+        return torch.full((horizon, action_size), CONSTANT_PLANS[plan], device=start.deter.device)
     actions, latent = [], start
     for _ in range(horizon):
         action = actor.mode(actor(latent.features()))  # (1, A)
@@ -248,13 +249,17 @@ def read_agent(model: Dreamer, state: tuple[np.ndarray, ...]) -> tuple[float, fl
     prediction at the posterior state of ``state`` (``predict``'s ``(deter, stoch, prev_action)``
     for one env)."""
     actor_critic = model.policy.actor_critic
-    deter, stoch = (torch.as_tensor(part, device=model.device) for part in state[:2])
-    features = RSSMState(deter, stoch).features()  # (1, F)
+    features = posterior_state(model, state).features()  # (1, F)
     with torch.no_grad():
         _, std = actor_critic.actor.mean_std(actor_critic.actor(features))  # (1, A)
         value = actor_critic.value(features)  # (1,)
         reward = model.policy.world_model.reward(features)  # (1,)
     return float(std.mean()), float(value.float().squeeze()), float(reward.float().squeeze())
+
+
+def posterior_state(model: Dreamer, state: tuple[np.ndarray, ...]) -> RSSMState:
+    """The RSSM state of ``predict``'s ``(deter, stoch, prev_action)`` for one env, as tensors."""
+    return RSSMState(*(torch.as_tensor(part, device=model.device) for part in state[:2]))
 
 
 def mean_or_none(values: list[float | None]) -> float | None:
